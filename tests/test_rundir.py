@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+
+from flwr_gan.rundir import RunDirectory, RunDirectoryError, plot_fid_curves, read_metrics
+
+
+def test_layout_and_records(tmp_path):
+    run = RunDirectory(tmp_path / "r", {"a": 1, "nan": float("nan"), "p": tmp_path})
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["a"] == 1 and cfg["nan"] is None and cfg["p"] == str(tmp_path)
+    run.log({"round": 0, "fid": 10.0, "score": 1.5, "extractor": "x", "nodes": [1, 2]})
+    run.log({"round": 5, "fid": 4.0, "score": 3.0, "extractor": "x", "nodes": [3]})
+    recs = run.records()
+    assert [r["round"] for r in recs] == [0, 5] and recs[0]["nodes"] == [1, 2]
+    csv_text = run.write_csv().read_text().splitlines()
+    assert csv_text[0] == "extractor,fid,round,score"  # list-valued "nodes" left out
+    assert csv_text[2] == "x,4.0,5,3.0"
+    png = run.plot_curves()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    grid = run.save_samples(torch.rand(16, 1, 28, 28) * 2 - 1, 5)
+    assert grid.name == "round_000005.png" and grid.stat().st_size > 100
+
+
+def test_refuses_to_clobber_a_finished_run(tmp_path):
+    run = RunDirectory(tmp_path, {})
+    run.log({"round": 0})
+    with pytest.raises(RunDirectoryError, match="--overwrite"):
+        RunDirectory(tmp_path, {})
+    resumed = RunDirectory(tmp_path, {}, resume=True)
+    assert len(resumed.records()) == 1
+    fresh = RunDirectory(tmp_path, {}, overwrite=True)
+    assert fresh.records() == []
+
+
+def test_corrupt_metrics_line_is_named(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"round": 0}\n{broken\n')
+    with pytest.raises(ValueError, match="metrics.jsonl:2"):
+        read_metrics(p)
+
+
+def test_plot_several_runs(tmp_path):
+    runs = {"a": [{"round": 0, "fid": 5.0}, {"round": 1, "fid": 2.0}],
+            "b": [{"round": 0, "fid": 6.0}, {"round": 1}]}
+    out = plot_fid_curves(runs, tmp_path / "c.png")
+    assert out.exists()
