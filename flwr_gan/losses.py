@@ -8,10 +8,9 @@ and 0 (fake) with a mean squared error, as in Mao et al. (2017).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

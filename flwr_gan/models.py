@@ -114,7 +114,7 @@ def _conv_disc(
 ) -> nn.Module:
     layers: list[nn.Module] = []
     c_in, size = shape[0], shape[1]
-    for width, stride in zip(widths, strides):
+    for width, stride in zip(widths, strides, strict=True):
         layers += [nn.Conv2d(c_in, width, kernel, stride, kernel // 2), _lrelu()]
         c_in = width
         size = (size + 2 * (kernel // 2) - kernel) // stride + 1

@@ -165,7 +165,7 @@ def plot_fid_curves(
     has_score = any(r.get("score") is not None for recs in runs.values() for r in recs)
     fig, axes = plt.subplots(1, 2 if has_score else 1, figsize=(11 if has_score else 6, 4),
                              squeeze=False)
-    extractors = set()
+    extractors: set[str] = set()
     for label, records in runs.items():
         pts = [r for r in records if r.get("fid") is not None and r.get(x_key) is not None]
         extractors.update(str(r["extractor"]) for r in pts if r.get("extractor"))
@@ -176,7 +176,8 @@ def plot_fid_curves(
             axes[0][1].plot([r[x_key] for r in spts], [r["score"] for r in spts], marker=".",
                             label=label)
     feat = ", ".join(sorted(extractors)) or "features"
-    axes[0][0].set(xlabel=x_key, ylabel=f"FID ({feat})", yscale="log", title="FID (lower is better)")
+    axes[0][0].set(xlabel=x_key, ylabel=f"FID ({feat})", yscale="log",
+                   title="FID (lower is better)")
     axes[0][0].grid(True, which="both", alpha=0.3)
     axes[0][0].legend()
     if has_score:

@@ -31,7 +31,8 @@ def test_latent_override_and_independent_instances():
     assert g1.latent_dim == 7
     assert g1(torch.randn(2, 7)).shape == (2, 1, 28, 28)
     # two builds must not share parameters
-    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(g1.parameters(), g2.parameters()))
+    pairs = zip(g1.parameters(), g2.parameters(), strict=True)
+    assert all(a.data_ptr() != b.data_ptr() for a, b in pairs)
 
 
 def test_discriminator_is_per_sample():

@@ -40,7 +40,8 @@ def test_feedback_path_equals_generator_step(preset, loss_name):
     assert grad.shape == fake.shape
     assert value == pytest.approx(ref, rel=1e-6)
     apply_feedback(gen_b, make_optimizer(gen_b, 1e-3, cfg), z, grad)
-    for (name, p_ref), (_, p_fb) in zip(gen.named_parameters(), gen_b.named_parameters()):
+    pairs = zip(gen.named_parameters(), gen_b.named_parameters(), strict=True)
+    for (name, p_ref), (_, p_fb) in pairs:
         torch.testing.assert_close(p_fb, p_ref, rtol=1e-5, atol=1e-7, msg=name)
 
 
