@@ -1,0 +1,151 @@
+"""Which images a Flower node trains on.
+
+Two ways, chosen by the node's ``node_config``:
+
+* **Simulation / shared data set** (``partition-id``, ``num-partitions``): the
+  node loads the configured data set (from the local cache, fast) and takes
+  its partition, computed deterministically from the run's data settings, so
+  every node and the server agree without talking.
+* **Edge device** (``data-path``): the node trains on everything in its own
+  ``.npz`` or image folder (``flower-supernode --node-config
+  "data-path=/home/pi/digits"``). No partitioning, nothing shared.
+
+Data settings come from ``run_config`` (``[tool.flwr.app.config]`` or
+``--run-config``) with kebab-case keys; every key has a default, because
+``run_simulation`` passes an empty run config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from typing import Any
+
+from flwr_gan.data import ImageDataset, Partition, load_dataset, make_partition
+
+ConfigValue = bool | float | int | str
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the training data is spread over nodes.
+
+    Attributes
+    ----------
+    dataset : str
+        ``mnist``, ``fashion-mnist``, ``cifar10`` or a path.
+    data_dir : str
+        Folder with the raw data set ("" = cache / offline sources).
+    partition : str
+        ``iid``, ``fegan`` or ``dirichlet``.
+    partition_seed : int
+        Seed of the partition (the same on every node).
+    max_class, max_samples : int
+        FeGAN engine parameters (``partition = "fegan"``).
+    alpha : float
+        Dirichlet concentration (``partition = "dirichlet"``).
+    """
+
+    dataset: str = "mnist"
+    data_dir: str = ""
+    partition: str = "iid"
+    partition_seed: int = 0
+    max_class: int = 3
+    max_samples: int = 500
+    alpha: float = 0.5
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, ConfigValue]) -> DataConfig:
+        """Read the data settings (kebab-case keys), defaults for missing ones.
+
+        Raises
+        ------
+        ValueError
+            When a value has the wrong type.
+        """
+        kwargs: dict[str, Any] = {}
+        defaults = asdict(cls())
+        for field, default in defaults.items():
+            key = field.replace("_", "-")
+            if key not in run_config:
+                continue
+            value = run_config[key]
+            try:
+                kwargs[field] = type(default)(value)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"run config {key}={value!r} should be of type {type(default).__name__}"
+                ) from None
+        return cls(**kwargs)
+
+    def to_run_config(self) -> dict[str, ConfigValue]:
+        """Return these settings as kebab-case run-config entries."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+    def partition_params(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`flwr_gan.data.make_partition` for this scheme."""
+        if self.partition == "fegan":
+            return {"max_class": self.max_class, "max_samples": self.max_samples}
+        if self.partition == "dirichlet":
+            return {"alpha": self.alpha}
+        return {}
+
+
+@lru_cache(maxsize=4)
+def load_training_set(dataset: str, data_dir: str = "") -> ImageDataset:
+    """Load (and memoise per process) a data set's training split.
+
+    The memo holds immutable arrays only; it saves simulated nodes sharing a
+    process from re-reading the cache file every round.
+    """
+    return load_dataset(dataset, "train", data_dir=data_dir or None)
+
+
+@lru_cache(maxsize=8)
+def _partition(cfg: DataConfig, num_partitions: int) -> Partition:
+    train = load_training_set(cfg.dataset, cfg.data_dir)
+    return make_partition(cfg.partition, train.labels, num_partitions, seed=cfg.partition_seed,
+                          num_classes=train.num_classes, **cfg.partition_params())
+
+
+def dataset_partition(cfg: DataConfig, num_partitions: int) -> Partition:
+    """Return the partition of ``cfg``'s training set into ``num_partitions`` parts."""
+    return _partition(cfg, int(num_partitions))
+
+
+def node_training_data(
+    node_config: Mapping[str, ConfigValue], cfg: DataConfig
+) -> ImageDataset:
+    """Return the images this node trains on.
+
+    Parameters
+    ----------
+    node_config : mapping
+        ``context.node_config``: ``data-path`` (edge device) or
+        ``partition-id`` and ``num-partitions`` (simulation / shared data).
+    cfg : DataConfig
+        The run's data settings.
+
+    Raises
+    ------
+    ValueError
+        If the node config names neither a ``data-path`` nor a valid partition.
+    """
+    if "data-path" in node_config:
+        return load_dataset(str(node_config["data-path"]), "train")
+    try:
+        pid = int(node_config["partition-id"])
+        num = int(node_config["num-partitions"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            "This node has no data: start it with --node-config \"data-path=/path/to/images\" "
+            "(an .npz or an image folder), or \"partition-id=I num-partitions=N\" to take "
+            f"part I of the shared data set. Got node config {dict(node_config)}."
+        ) from None
+    if not 0 <= pid < num:
+        raise ValueError(f"partition-id {pid} is outside [0, num-partitions={num}).")
+    data_dir = str(node_config.get("data-dir", "")) or cfg.data_dir
+    cfg = replace(cfg, data_dir=data_dir)
+    part = dataset_partition(cfg, num)
+    return load_training_set(cfg.dataset, cfg.data_dir).subset(part.indices[pid])
