@@ -1,0 +1,214 @@
+"""MD-GAN worker: Flower ClientApp handlers.
+
+A worker holds a discriminator and its Adam optimizer, kept across
+iterations in the node's ``context.state``. Two message types:
+
+``train.mdgan_step``
+    Content: ``config`` (ConfigRecord: iteration, model, loss, image shape,
+    ``disc-steps`` L, learning rate, batch size, seed, data settings,
+    ``send-disc``, ``crash``), ``batches`` (ArrayRecord ``x_g``, ``x_d``) and,
+    after a swap, ``disc-in`` (another worker's discriminator, relayed by the
+    server). The worker loads ``disc-in`` if present, takes L discriminator
+    steps on ``(X_r, X_d)`` with one local real batch ``X_r`` (Algorithm 1),
+    computes the feedback ``F_n = dB~(X_g)/dx`` and replies with ``feedback``
+    (ArrayRecord), ``metrics`` (MetricRecord) and, when ``send-disc`` is set,
+    ``disc-out`` (its discriminator, for the server to relay).
+``query.mdgan_info``
+    Replies with the local data-set size ``num-examples`` (the server needs
+    ``m`` for the swap period ``m E / b``).
+
+A message with ``crash = True`` (the paper's crash experiment) makes the
+worker fail-stop: it raises now and on every later message.
+
+All GAN math goes through :mod:`flwr_gan.training`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from flwr_gan.mdgan.assignment import real_batch_indices
+from flwr_gan.models import build_models
+from flwr_gan.node_data import DataConfig, node_training_data
+from flwr_gan.records import load_arrays, models_to_arrays
+from flwr_gan.training import GANTrainer, OptimizerConfig
+
+STEP = "mdgan_step"
+INFO = "mdgan_info"
+STEP_TYPE = f"train.{STEP}"
+INFO_TYPE = f"query.{INFO}"
+
+_DISC = "discriminator"
+_STATE_DISC = "mdgan.disc"
+_STATE_OPT = "mdgan.opt"
+_STATE_META = "mdgan.meta"
+_DATA_KEYS = tuple(k.replace("_", "-") for k in asdict(DataConfig()))
+
+
+class WorkerCrashedError(RuntimeError):
+    """Raised by a worker that has (been made to) crash: fail-stop."""
+
+
+def data_config(config: Mapping[str, Any], run_config: Mapping[str, Any]) -> DataConfig:
+    """Return the data settings: message keys over the run config, then defaults."""
+    merged = dict(run_config)
+    merged.update({k: config[k] for k in _DATA_KEYS if k in config})
+    return DataConfig.from_run_config(merged)
+
+
+@lru_cache(maxsize=32)
+def _local_images(
+    node_items: tuple[tuple[str, Any], ...], cfg: DataConfig
+) -> torch.Tensor:
+    """Return this node's training images in ``[-1, 1]`` (memoised per process, read-only use)."""
+    return node_training_data(dict(node_items), cfg).to_tensor()
+
+
+def local_images(context: Context, cfg: DataConfig) -> torch.Tensor:
+    """Return the images the node trains on (see :func:`flwr_gan.node_data.node_training_data`)."""
+    items = tuple(sorted((str(k), v) for k, v in context.node_config.items()))
+    return _local_images(items, cfg)
+
+
+def optimizer_to_arrays(optimizer: torch.optim.Optimizer) -> ArrayRecord:
+    """Serialize an Adam optimizer's per-parameter state (moments and step counts)."""
+    arrays: dict[str, Array] = {}
+    for idx, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(float(value))
+            arrays[f"{idx}.{name}"] = Array(tensor.detach().cpu().numpy())
+    return ArrayRecord(arrays)
+
+
+def load_optimizer_arrays(optimizer: torch.optim.Optimizer, arrays: ArrayRecord) -> None:
+    """Restore per-parameter state saved by :func:`optimizer_to_arrays` (in place)."""
+    sd = optimizer.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, arr in arrays.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = torch.as_tensor(np.array(arr.numpy()))
+    sd["state"] = state
+    optimizer.load_state_dict(sd)
+
+
+def _trainer(config: Mapping[str, Any], context: Context) -> GANTrainer:
+    """Rebuild this worker's discriminator and optimizer from ``context.state``."""
+    shape = tuple(int(v) for v in config["image-shape"])
+    with torch.random.fork_rng(devices=[]):
+        # Same initial D on every worker (paper §IV-A), from the run seed.
+        torch.manual_seed(int(config["seed"]) + 1)
+        _, disc = build_models(str(config["model"]), shape)
+    optim = OptimizerConfig(lr_g=float(config["lr-g"]), lr_d=float(config["lr-d"]),
+                            beta1=float(config["beta1"]), beta2=float(config["beta2"]))
+    trainer = GANTrainer(None, disc, loss=str(config["loss"]), optim=optim,
+                         d_steps=int(config["disc-steps"]))
+    if _STATE_DISC in context.state.array_records:
+        load_arrays(disc, context.state.array_records[_STATE_DISC], _DISC,
+                    what="stored discriminator")
+        if _STATE_OPT in context.state.array_records and trainer.opt_d is not None:
+            load_optimizer_arrays(trainer.opt_d, context.state.array_records[_STATE_OPT])
+    return trainer
+
+
+def _meta(context: Context) -> Any:
+    if _STATE_META not in context.state.config_records:
+        context.state.config_records[_STATE_META] = ConfigRecord({"crashed-at": -1, "steps": 0})
+    return context.state.config_records[_STATE_META]
+
+
+def mdgan_step(msg: Message, context: Context) -> Message:
+    """Handle ``train.mdgan_step``: L discriminator steps, then the error feedback.
+
+    Raises
+    ------
+    WorkerCrashedError
+        When told to crash (or crashed earlier).
+    flwr_gan.records.InvalidUpdateError
+        When a relayed discriminator is malformed (the local one is kept).
+    """
+    config: Any = msg.content.config_records["config"]
+    iteration = int(config["iteration"])
+    meta = _meta(context)
+    if int(meta["crashed-at"]) >= 0:
+        raise WorkerCrashedError(f"worker crashed at iteration {meta['crashed-at']} (fail-stop)")
+    if bool(config.get("crash", False)):
+        meta["crashed-at"] = iteration
+        raise WorkerCrashedError(f"injected crash at iteration {iteration}")
+    started = time.perf_counter()
+    trainer = _trainer(config, context)
+    disc = trainer.discriminator
+    assert disc is not None and trainer.opt_d is not None
+    swapped_in = False
+    if "disc-in" in msg.content.array_records:
+        load_arrays(disc, msg.content.array_records["disc-in"], _DISC,
+                    what="relayed discriminator")
+        swapped_in = True
+    cfg = data_config(config, context.run_config)
+    images = local_images(context, cfg)
+    b = int(config["batch-size"])
+    idx = real_batch_indices(images.size(0), b, iteration - 1,
+                             seed=int(config["seed"]) * 100_003 + int(context.node_id) % 100_003)
+    real = images[torch.as_tensor(idx)]
+    batches = msg.content.array_records["batches"]
+    x_g = torch.as_tensor(np.array(batches["x_g"].numpy()))
+    x_d = torch.as_tensor(np.array(batches["x_d"].numpy()))
+    compute_start = time.perf_counter()
+    disc.train()
+    d_losses = [trainer.d_step(real, x_d) for _ in range(trainer.d_steps)]
+    feedback, g_loss = trainer.feedback(x_g)
+    compute_s = time.perf_counter() - compute_start
+    meta["steps"] = int(meta["steps"]) + trainer.d_steps
+    context.state.array_records[_STATE_DISC] = models_to_arrays({_DISC: disc})
+    context.state.array_records[_STATE_OPT] = optimizer_to_arrays(trainer.opt_d)
+    content = RecordDict({
+        "feedback": ArrayRecord({"feedback": Array(feedback.cpu().numpy())}),
+        "metrics": MetricRecord({
+            "iteration": iteration, "compute-s": compute_s,
+            "handler-s": time.perf_counter() - started, "d-loss": float(np.mean(d_losses)),
+            "g-loss": g_loss, "num-examples": int(images.size(0)),
+            "swapped-in": int(swapped_in),
+        }),
+    })
+    if bool(config.get("send-disc", False)):
+        content.array_records["disc-out"] = models_to_arrays({_DISC: disc})
+    return Message(content, reply_to=msg)
+
+
+def mdgan_info(msg: Message, context: Context) -> Message:
+    """Handle ``query.mdgan_info``: report the local data-set size."""
+    config: Any = msg.content.config_records.get("config", ConfigRecord())
+    if int(_meta(context)["crashed-at"]) >= 0:
+        raise WorkerCrashedError("worker crashed earlier (fail-stop)")
+    images = local_images(context, data_config(config, context.run_config))
+    metrics = MetricRecord({"num-examples": int(images.size(0))})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def register_handlers(app: ClientApp) -> ClientApp:
+    """Register MD-GAN's worker handlers on an existing ClientApp (and return it)."""
+    app.train(STEP)(mdgan_step)
+    app.query(INFO)(mdgan_info)
+    return app
+
+
+def make_client_app() -> ClientApp:
+    """Return a new ClientApp serving MD-GAN workers."""
+    return register_handlers(ClientApp())
+
+
+def discriminator_arrays(disc: nn.Module) -> ArrayRecord:
+    """Pack a discriminator the way workers exchange it in a swap."""
+    return models_to_arrays({_DISC: disc})
+
+
+client_app = make_client_app()

@@ -1,0 +1,728 @@
+"""MD-GAN server: the generator and a custom Flower ``Grid`` loop.
+
+The server holds the single generator and its Adam optimizer (through a
+:class:`~flwr_gan.training.GANTrainer` without discriminator). Two modes:
+
+``sync`` (the paper, Algorithm 1)
+    Each global iteration generates ``kappa`` batches in one forward pass,
+    sends worker ``n`` its ``(X_g, X_d)`` pair (§IV-B1), waits for every
+    feedback (or the timeout), drops workers that failed or timed out, rejects
+    malformed feedback, and back-propagates the averaged feedback through G.
+``pipelined`` (paper §VII-1, asynchronous)
+    Workers never wait for each other: as soon as a worker's feedback
+    arrives it is sent a fresh batch pair from the current G, and G steps
+    whenever ``quorum`` feedbacks (by default one per live worker, as in sync)
+    have accumulated. Feedback computed on batches older than
+    ``max_staleness`` generator versions is discarded (and reported). This
+    hides Flower's fixed per-message latency behind the other workers' work.
+
+Discriminator swaps (Algorithm 1, SWAP) are relayed by the server because
+Flower clients cannot talk to each other: at a swap iteration the workers
+attach their discriminator to the reply (``disc-out``); the server draws a
+permutation without fixed points and hands each one to its new worker with
+that worker's next batches (``disc-in``). The bytes therefore cross the
+network twice and are counted on both legs.
+
+Use :func:`run_mdgan` from any ``ServerApp`` ``main(grid, context)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from flwr_gan.mdgan.aggregation import (
+    AGGREGATIONS,
+    Feedback,
+    InvalidFeedbackError,
+    check_feedback,
+    generator_update,
+)
+from flwr_gan.mdgan.assignment import (
+    assign_batches,
+    crash_iterations,
+    derangement,
+    is_swap_iteration,
+    kappa_for,
+    sample_workers,
+    swap_period,
+)
+from flwr_gan.mdgan.client import INFO_TYPE, STEP_TYPE
+from flwr_gan.models import PRESETS, build_models
+from flwr_gan.node_data import DataConfig
+from flwr_gan.records import InvalidUpdateError, arrays_nbytes, check_state, split_arrays
+from flwr_gan.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
+from flwr_gan.training import GANTrainer, OptimizerConfig
+
+log = logging.getLogger(__name__)
+
+MODES = ("sync", "pipelined")
+
+EvaluateFn = Callable[[int, torch.nn.Module], Mapping[str, Any] | None]
+RecordFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class MDGANConfig:
+    """Every setting of the MD-GAN server (run-config keys are the kebab-case names).
+
+    Attributes
+    ----------
+    iterations : int
+        ``I``, global iterations = generator updates.
+    num_workers : int
+        Wait until this many nodes are connected (0: take those present).
+    kappa : str
+        Generated batches per iteration: an integer or ``"log"`` (``floor(ln N)``).
+    batch_size : int
+        ``b``.
+    disc_steps : int
+        ``L``, discriminator steps per iteration on each worker.
+    swap_epochs : float
+        ``E``, local epochs between discriminator swaps (0: never swap).
+    model, loss, latent_dim :
+        Model preset, GAN loss (default: the preset's), latent size.
+    image_shape : tuple of int
+        ``(C, H, W)`` of the data.
+    lr_g, lr_d, beta1, beta2 : float
+        Adam settings (the workers use ``lr_d``).
+    seed : int
+        Seeds the generator, latent draws, swaps, crashes and sampling.
+    timeout : float
+        Seconds to wait for a worker's reply; a worker that misses it is dropped.
+    crash_schedule : bool
+        Inject the paper's crashes: one worker every ``I / N`` iterations.
+    workers_per_iteration : int
+        Sample this many live workers per iteration (0: all; paper §VII-4).
+    mode : str
+        ``sync`` or ``pipelined``.
+    max_staleness : int
+        Pipelined mode: discard feedback on batches more than this many
+        generator versions old.
+    aggregation : str
+        ``mean`` (the paper), ``median`` or ``trimmed-mean`` (§VII-3).
+    trim_fraction : float
+        Cut from each end per coordinate for ``trimmed-mean``.
+    poll_interval : float
+        Seconds between polls for replies.
+    node_wait_s : float
+        How long to wait for ``num_workers`` nodes to connect.
+    data : DataConfig
+        Data settings sent to the workers.
+    """
+
+    iterations: int = 1000
+    num_workers: int = 0
+    kappa: str = "1"
+    batch_size: int = 64
+    disc_steps: int = 1
+    swap_epochs: float = 1.0
+    model: str = "small"
+    loss: str | None = None
+    latent_dim: int | None = None
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    timeout: float = 120.0
+    crash_schedule: bool = False
+    workers_per_iteration: int = 0
+    mode: str = "sync"
+    max_staleness: int = 2
+    aggregation: str = "mean"
+    trim_fraction: float = 0.2
+    poll_interval: float = 0.005
+    node_wait_s: float = 120.0
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        """Validate every setting, naming the flag to fix."""
+        if self.model not in PRESETS:
+            raise ValueError(f"--model {self.model!r} is unknown: choose one of {sorted(PRESETS)}")
+        for name in ("iterations", "batch_size", "disc_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        for name in ("num_workers", "workers_per_iteration", "max_staleness"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.swap_epochs < 0:
+            raise ValueError("--swap-epochs must be >= 0 (0 disables swapping)")
+        kappa_for(max(self.num_workers, 1_000_000), self.kappa)
+        if self.mode not in MODES:
+            raise ValueError(f"--mode must be one of {MODES}, got {self.mode!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"--aggregation must be one of {AGGREGATIONS}")
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ValueError("--trim-fraction must be in [0, 0.5)")
+        if self.timeout <= 0 or self.poll_interval <= 0:
+            raise ValueError("--timeout and the poll interval must be > 0")
+        OptimizerConfig(self.lr_g, self.lr_d, self.beta1, self.beta2)
+
+    @property
+    def resolved_loss(self) -> str:
+        """The GAN loss: the configured one or the preset's."""
+        return self.loss or PRESETS[self.model].loss
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> MDGANConfig:
+        """Read kebab-case run-config keys (``batch-size``, ``kappa``, ...); defaults for the rest.
+
+        ``image-shape`` is given as ``"C,H,W"``; data keys go to :class:`DataConfig`.
+        """
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            key = f.name.replace("_", "-")
+            if f.name == "data" or key not in run_config:
+                continue
+            value = run_config[key]
+            if f.name == "image_shape":
+                kwargs[f.name] = tuple(int(v) for v in str(value).split(","))
+            elif f.name in ("loss",):
+                kwargs[f.name] = str(value) or None
+            elif f.name == "latent_dim":
+                kwargs[f.name] = int(value) or None
+            elif f.name == "kappa":
+                kwargs[f.name] = str(value)
+            else:
+                default = getattr(cls(), f.name)
+                try:
+                    kwargs[f.name] = type(default)(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"run config {key}={value!r} should be of type "
+                                     f"{type(default).__name__}") from None
+        return cls(data=DataConfig.from_run_config(run_config), **kwargs)
+
+    def worker_config(self) -> dict[str, Any]:
+        """Return the settings every worker needs, as ConfigRecord values."""
+        return {
+            "model": self.model, "loss": self.resolved_loss,
+            "image-shape": [int(v) for v in self.image_shape],
+            "disc-steps": self.disc_steps, "lr-g": self.lr_g, "lr-d": self.lr_d,
+            "beta1": self.beta1, "beta2": self.beta2, "batch-size": self.batch_size,
+            "seed": self.seed, **self.data.to_run_config(),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """All settings as a JSON-able dict."""
+        out = asdict(self)
+        out["data"] = asdict(self.data)
+        out["image_shape"] = list(self.image_shape)
+        return out
+
+
+@dataclass
+class _Sent:
+    node: int
+    wave: int
+    batch_g: int
+    version: int
+    sent_at: float
+    bytes_down: int
+    payload_down: int
+    swap_down: int
+    send_disc: bool
+    crash: bool
+
+
+@dataclass
+class _Interval:
+    """What happened between two generator updates (one telemetry record)."""
+
+    started: float
+    bytes_down: int = 0
+    bytes_up: int = 0
+    payload_down: int = 0
+    payload_up: int = 0
+    swap_bytes_down: int = 0
+    swap_bytes_up: int = 0
+    messages: int = 0
+    costs: dict[int, NodeCost] = field(default_factory=dict)
+    d_losses: list[float] = field(default_factory=list)
+    g_losses: list[float] = field(default_factory=list)
+    staleness: list[int] = field(default_factory=list)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    stale: int = 0
+    swaps: int = 0
+    server_s: float = 0.0
+
+    def add_cost(self, node: int, compute_s: float, down: int, up: int) -> None:
+        old = self.costs.get(node, NodeCost(node, 0.0, 0, 0))
+        self.costs[node] = NodeCost(node, old.compute_s + compute_s, old.bytes_down + down,
+                                    old.bytes_up + up)
+
+
+class MDGANServer:
+    """The MD-GAN server loop over a Flower ``Grid``.
+
+    Parameters
+    ----------
+    grid : flwr.serverapp.Grid
+        The grid of the running ServerApp.
+    config : MDGANConfig
+        Settings.
+    evaluate_fn : callable, optional
+        ``evaluate_fn(iteration, generator) -> dict`` (e.g. FID), called at
+        iteration 0, every ``eval_every`` iterations and at the end; its
+        result is merged into that iteration's record. Not counted in ``wall_s``.
+    eval_every : int
+        Evaluation period (0: only start and end).
+    record_fn : callable, optional
+        Receives every telemetry record (one per generator update).
+    link : LinkModel, optional
+        Link of the virtual clock.
+    """
+
+    def __init__(
+        self, grid: Grid, config: MDGANConfig, *, evaluate_fn: EvaluateFn | None = None,
+        eval_every: int = 0, record_fn: RecordFn | None = None, link: LinkModel | None = None,
+    ) -> None:
+        self.grid = grid
+        self.cfg = config
+        self.evaluate_fn = evaluate_fn
+        self.eval_every = eval_every
+        self.record_fn = record_fn
+        self.link = link or LinkModel()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            gen, disc = build_models(config.model, config.image_shape, config.latent_dim)
+        self.reference_disc = disc
+        optim = OptimizerConfig(config.lr_g, config.lr_d, config.beta1, config.beta2)
+        self.trainer = GANTrainer(gen, None, loss=config.resolved_loss, optim=optim,
+                                  seed=config.seed)
+        self.generator = gen
+        self.rng = np.random.default_rng(config.seed)
+        self.alive: list[int] = []
+        self.local_sizes: dict[int, int] = {}
+        self.period = 0
+        self.pending_disc: dict[int, ArrayRecord] = {}
+        self.records: list[dict[str, Any]] = []
+        self.crash_plan: list[int] = []
+        self.wall_s = 0.0
+        self.virtual_s = 0.0
+        self.compute_s = 0.0
+        self.events: list[dict[str, Any]] = []
+
+    # -- Flower plumbing --------------------------------------------------
+
+    def _message(self, node: int, mtype: str, content: RecordDict, group: str) -> Message:
+        return Message(content, node, mtype, group_id=group, ttl=max(self.cfg.timeout, 60.0))
+
+    def _push(self, messages: Sequence[Message]) -> list[str]:
+        return [str(m) for m in self.grid.push_messages(messages)]
+
+    def _pull(self, ids: Sequence[str]) -> list[Message]:
+        return list(self.grid.pull_messages(ids)) if ids else []
+
+    def _exchange(self, messages: Sequence[Message]) -> dict[str, Message | None]:
+        """Push and poll (every ``poll_interval``) until all replied or the timeout."""
+        ids = self._push(messages)
+        waiting = set(ids)
+        replies: dict[str, Message] = {}
+        deadline = time.perf_counter() + self.cfg.timeout
+        while waiting and time.perf_counter() < deadline:
+            for reply in self._pull(sorted(waiting)):
+                rid = reply.metadata.reply_to_message_id
+                if rid in waiting:
+                    replies[rid] = reply
+                    waiting.discard(rid)
+            if waiting:
+                time.sleep(self.cfg.poll_interval)
+        return {i: replies.get(i) for i in ids}
+
+    def connect(self) -> list[int]:
+        """Wait for the workers, ask each for its data-set size; return the live node ids."""
+        want = max(self.cfg.num_workers, 1)
+        deadline = time.perf_counter() + self.cfg.node_wait_s
+        nodes = sorted(int(n) for n in self.grid.get_node_ids())
+        while len(nodes) < want and time.perf_counter() < deadline:
+            time.sleep(0.2)
+            nodes = sorted(int(n) for n in self.grid.get_node_ids())
+        if len(nodes) < want:
+            raise RuntimeError(f"only {len(nodes)} of {want} workers connected within "
+                               f"{self.cfg.node_wait_s:.0f} s")
+        if self.cfg.num_workers:
+            nodes = nodes[: self.cfg.num_workers]
+        content = {n: RecordDict({"config": ConfigRecord(self.cfg.worker_config())})
+                   for n in nodes}
+        msgs = [self._message(n, INFO_TYPE, content[n], "0") for n in nodes]
+        replies = self._exchange(msgs)
+        for msg, reply in zip(msgs, replies.values(), strict=True):
+            node = msg.metadata.dst_node_id
+            if reply is None or reply.has_error():
+                reason = "timeout" if reply is None else reply.error.reason
+                self.events.append({"iteration": 0, "node": node, "event": "dropped",
+                                    "reason": reason})
+                log.warning("worker %s unavailable at start: %s", node, reason)
+                continue
+            info: Any = reply.content.metric_records["metrics"]
+            self.local_sizes[node] = int(info["num-examples"])
+            self.alive.append(node)
+        if not self.alive:
+            raise RuntimeError("no worker answered the MD-GAN handshake")
+        m = int(np.median(list(self.local_sizes.values())))
+        self.period = swap_period(m, self.cfg.swap_epochs, self.cfg.batch_size)
+        if self.cfg.crash_schedule:
+            self.crash_plan = crash_iterations(self.cfg.iterations, len(self.alive))
+        return list(self.alive)
+
+    # -- shared pieces -----------------------------------------------------
+
+    def _step_content(
+        self, node: int, iteration: int, x_g: torch.Tensor, x_d: torch.Tensor, *,
+        send_disc: bool, crash: bool,
+    ) -> tuple[RecordDict, int, int]:
+        config = ConfigRecord(self.cfg.worker_config() | {
+            "iteration": iteration, "send-disc": send_disc, "crash": crash})
+        batches = ArrayRecord({"x_g": Array(x_g.cpu().numpy()), "x_d": Array(x_d.cpu().numpy())})
+        content = RecordDict({"config": config, "batches": batches})
+        swap_down = 0
+        disc_in = self.pending_disc.pop(node, None)
+        if disc_in is not None:
+            content.array_records["disc-in"] = disc_in
+            swap_down = arrays_nbytes(disc_in)
+        return content, arrays_nbytes(batches), swap_down
+
+    def _take_crash(self, iteration: int) -> int:
+        """How many workers the crash schedule fails at ``iteration``."""
+        due = [it for it in self.crash_plan if it <= iteration]
+        self.crash_plan = [it for it in self.crash_plan if it > iteration]
+        return len(due)
+
+    def _drop(self, node: int, reason: str, iteration: int, interval: _Interval) -> None:
+        if node in self.alive:
+            self.alive.remove(node)
+        self.pending_disc.pop(node, None)
+        info = {"node": node, "reason": _short(reason)}
+        interval.dropped.append(info)
+        self.events.append({"iteration": iteration, "event": "dropped", **info})
+        log.info("iteration %d: worker %s dropped (%s)", iteration, node, reason[:120])
+
+    def _read_reply(
+        self, sent: _Sent, reply: Message | None, iteration: int, interval: _Interval,
+        expected: tuple[int, ...],
+    ) -> tuple[torch.Tensor | None, ArrayRecord | None]:
+        """Account a reply; return its validated feedback and relayable discriminator."""
+        interval.messages += 1
+        if reply is None:
+            interval.add_cost(sent.node, 0.0, sent.bytes_down, 0)
+            self._drop(sent.node, f"no reply within {self.cfg.timeout:g} s", iteration, interval)
+            return None, None
+        if reply.has_error():
+            interval.add_cost(sent.node, 0.0, sent.bytes_down, 0)
+            self._drop(sent.node, f"failed: {reply.error.reason}", iteration, interval)
+            return None, None
+        up = content_nbytes(reply.content)
+        interval.bytes_up += up
+        metrics: Any = reply.content.metric_records.get("metrics")
+        compute = float(metrics["compute-s"]) if metrics and "compute-s" in metrics else 0.0
+        interval.add_cost(sent.node, compute, sent.bytes_down, up)
+        disc_out = reply.content.array_records.get("disc-out")
+        if disc_out is not None:
+            interval.swap_bytes_up += arrays_nbytes(disc_out)
+            try:
+                check_state(self.reference_disc.state_dict(), split_arrays(disc_out,
+                            "discriminator"), what=f"worker {sent.node} discriminator")
+            except InvalidUpdateError as err:
+                interval.rejected.append({"node": sent.node, "reason": str(err)[:300],
+                                          "what": "discriminator"})
+                disc_out = None
+        try:
+            record = reply.content.array_records.get("feedback")
+            if record is None or "feedback" not in record:
+                raise InvalidFeedbackError(f"worker {sent.node}: reply holds no feedback")
+            arr = record["feedback"]
+            interval.payload_up += arrays_nbytes(record)
+            values = np.array(arr.numpy())
+            check_feedback(values, expected, worker=f"worker {sent.node}")
+        except (InvalidFeedbackError, ValueError, TypeError) as err:
+            interval.rejected.append({"node": sent.node, "reason": str(err)[:300],
+                                      "what": "feedback"})
+            self.events.append({"iteration": iteration, "event": "rejected",
+                                "node": sent.node, "reason": str(err)[:300]})
+            log.warning("iteration %d: %s", iteration, err)
+            return None, disc_out
+        if metrics is not None:
+            interval.d_losses.append(float(metrics.get("d-loss", float("nan"))))
+            interval.g_losses.append(float(metrics.get("g-loss", float("nan"))))
+        return torch.from_numpy(values), disc_out
+
+    def _relay_swaps(self, discs: Mapping[int, ArrayRecord], interval: _Interval) -> None:
+        """Draw a permutation without fixed points and queue each D for its new worker."""
+        senders = [n for n in discs if n in self.alive]
+        if len(senders) < 2:
+            return
+        perm = derangement(len(senders), self.rng)
+        for j, node in enumerate(senders):
+            self.pending_disc[senders[perm[j]]] = discs[node]
+        interval.swaps += 1
+
+    def _finish(self, iteration: int, interval: _Interval, applied: list[int],
+                kappa: int, extra: Mapping[str, Any]) -> dict[str, Any]:
+        iter_wall = time.perf_counter() - interval.started
+        costs = list(interval.costs.values())
+        iter_virtual = virtual_round_seconds(costs, server_s=interval.server_s, link=self.link)
+        compute = [c.compute_s for c in costs]
+        self.wall_s += iter_wall
+        self.virtual_s += iter_virtual
+        self.compute_s += sum(compute)
+        record: dict[str, Any] = {
+            "round": iteration, "iteration": iteration, "nodes": applied,
+            "alive": len(self.alive), "kappa": kappa,
+            "bytes_up": interval.bytes_up, "bytes_down": interval.bytes_down,
+            "payload_up": interval.payload_up, "payload_down": interval.payload_down,
+            "swap_bytes_up": interval.swap_bytes_up, "swap_bytes_down": interval.swap_bytes_down,
+            "swaps": interval.swaps, "messages": interval.messages,
+            "compute_s": float(sum(compute)),
+            "compute_s_max": float(max(compute, default=0.0)),
+            "server_s": interval.server_s,
+            "iter_wall_s": iter_wall, "iter_virtual_s": iter_virtual,
+            "wall_s": self.wall_s, "virtual_s": self.virtual_s,
+            "d_loss": float(np.nanmean(interval.d_losses)) if interval.d_losses else None,
+            "g_loss": float(np.nanmean(interval.g_losses)) if interval.g_losses else None,
+            "dropped": interval.dropped, "rejected": interval.rejected,
+        } | dict(extra)
+        if self.evaluate_fn is not None and (
+            iteration == self.cfg.iterations
+            or (self.eval_every > 0 and iteration % self.eval_every == 0)
+        ):
+            record.update(self.evaluate_fn(iteration, self.generator) or {})
+        self.records.append(record)
+        if self.record_fn is not None:
+            self.record_fn(record)
+        return record
+
+    def _initial_eval(self) -> None:
+        if self.evaluate_fn is None:
+            return
+        record: dict[str, Any] = {"round": 0, "iteration": 0, "nodes": [],
+                                  "alive": len(self.alive), "bytes_up": 0, "bytes_down": 0,
+                                  "compute_s": 0.0, "compute_s_max": 0.0, "wall_s": 0.0,
+                                  "virtual_s": 0.0}
+        record.update(self.evaluate_fn(0, self.generator) or {})
+        self.records.append(record)
+        if self.record_fn is not None:
+            self.record_fn(record)
+
+    # -- synchronous MD-GAN (Algorithm 1) ----------------------------------
+
+    def run(self) -> list[dict[str, Any]]:
+        """Connect, train for ``iterations`` generator updates, return the records."""
+        if not self.alive:
+            self.connect()
+        self._initial_eval()
+        if self.cfg.mode == "sync":
+            self._run_sync()
+        else:
+            self._run_pipelined()
+        return self.records
+
+    def _run_sync(self) -> None:
+        cfg, b = self.cfg, self.cfg.batch_size
+        self.generator.train()
+        for it in range(1, cfg.iterations + 1):
+            if not self.alive:
+                log.warning("every worker has failed: stopping at iteration %d", it)
+                break
+            interval = _Interval(started=time.perf_counter())
+            t0 = time.perf_counter()
+            workers = sample_workers(self.alive, cfg.workers_per_iteration, self.rng)
+            n_crash = min(self._take_crash(it), len(workers))
+            victims = {workers[int(i)] for i in
+                       self.rng.choice(len(workers), size=n_crash, replace=False)}
+            kappa = kappa_for(len(workers), cfg.kappa)
+            z = self.trainer.latent(kappa * b)
+            x = self.trainer.generate(kappa * b, z)
+            pairs = assign_batches(len(workers), kappa)
+            swap_now = is_swap_iteration(it, self.period) and len(self.alive) >= 2
+            sent: dict[str, _Sent] = {}
+            msgs = []
+            interval.server_s += time.perf_counter() - t0
+            for node, (g, d) in zip(workers, pairs, strict=True):
+                content, payload, swap_down = self._step_content(
+                    node, it, x[g * b:(g + 1) * b], x[d * b:(d + 1) * b],
+                    send_disc=swap_now, crash=node in victims)
+                nbytes = content_nbytes(content)
+                interval.bytes_down += nbytes
+                interval.payload_down += payload
+                interval.swap_bytes_down += swap_down
+                msg = self._message(node, STEP_TYPE, content, str(it))
+                msgs.append(msg)
+                sent[str(len(msgs) - 1)] = _Sent(node, 0, g, it - 1, time.perf_counter(), nbytes,
+                                                 payload, swap_down, swap_now, node in victims)
+            replies = self._exchange(msgs)
+            feedbacks: list[Feedback] = []
+            discs: dict[int, ArrayRecord] = {}
+            shape = (b, *cfg.image_shape)
+            for j, reply in enumerate(replies.values()):
+                s = sent[str(j)]
+                values, disc_out = self._read_reply(s, reply, it, interval, shape)
+                if values is not None:
+                    feedbacks.append(Feedback(s.node, 0, s.batch_g, values))
+                if disc_out is not None:
+                    discs[s.node] = disc_out
+            t1 = time.perf_counter()
+            if feedbacks:
+                generator_update(self.generator, self.trainer.opt_g,  # type: ignore[arg-type]
+                                 [z], b, feedbacks, method=cfg.aggregation,
+                                 trim_fraction=cfg.trim_fraction)
+            if swap_now:
+                self._relay_swaps(discs, interval)
+            interval.server_s += time.perf_counter() - t1
+            self._finish(it, interval, [f.worker for f in feedbacks], kappa,
+                         {"mode": "sync", "updated": bool(feedbacks),
+                          "crashed": sorted(victims)})
+
+    # -- pipelined / asynchronous MD-GAN (paper §VII-1) -------------------
+
+    def _run_pipelined(self) -> None:
+        cfg, b = self.cfg, self.cfg.batch_size
+        self.generator.train()
+        shape = (b, *cfg.image_shape)
+        version = 0
+        outstanding: dict[str, _Sent] = {}
+        waves: dict[int, torch.Tensor] = {}
+        next_wave = 0
+        acc: list[Feedback] = []
+        swap_wanted: set[int] = set()
+        swap_pool: dict[int, ArrayRecord] = {}
+        interval = _Interval(started=time.perf_counter())
+        crash_due = 0
+        crash_checked = 0
+        order = list(self.alive)
+        while version < cfg.iterations and self.alive:
+            quorum = len(self.alive) if cfg.workers_per_iteration <= 0 else min(
+                cfg.workers_per_iteration, len(self.alive))
+            # crash schedule and swap triggers for the upcoming version
+            if crash_checked < version + 1:
+                crash_due += self._take_crash(version + 1)
+                if is_swap_iteration(version + 1, self.period) and len(self.alive) >= 2:
+                    swap_wanted = set(self.alive)
+                    swap_pool = {}
+                crash_checked = version + 1
+            busy = {s.node for s in outstanding.values()}
+            idle = [n for n in self.alive if n not in busy]
+            room = quorum - len(busy)
+            if idle and room > 0:
+                t0 = time.perf_counter()
+                chosen = sample_workers(idle, room, self.rng) if room < len(idle) else idle
+                kappa = kappa_for(len(self.alive), cfg.kappa)
+                pairs = {n: assign_batches(len(order), min(kappa, len(order)))[order.index(n)]
+                         for n in chosen}
+                needed = sorted({k for p in pairs.values() for k in p})
+                slot = {k: i for i, k in enumerate(needed)}
+                z = self.trainer.latent(len(needed) * b)
+                x = self.trainer.generate(len(needed) * b, z)
+                waves[next_wave] = z
+                interval.server_s += time.perf_counter() - t0
+                msgs, meta = [], []
+                for node in chosen:
+                    g, d = (slot[k] for k in pairs[node])
+                    crash = crash_due > 0
+                    crash_due -= int(crash)
+                    send_disc = node in swap_wanted and node not in swap_pool
+                    content, payload, swap_down = self._step_content(
+                        node, version + 1, x[g * b:(g + 1) * b], x[d * b:(d + 1) * b],
+                        send_disc=send_disc, crash=crash)
+                    nbytes = content_nbytes(content)
+                    interval.bytes_down += nbytes
+                    interval.payload_down += payload
+                    interval.swap_bytes_down += swap_down
+                    msgs.append(self._message(node, STEP_TYPE, content, str(version + 1)))
+                    meta.append(_Sent(node, next_wave, g, version, time.perf_counter(), nbytes,
+                                      payload, swap_down, send_disc, crash))
+                for mid, s in zip(self._push(msgs), meta, strict=True):
+                    outstanding[mid] = s
+                next_wave += 1
+            progressed = False
+            for reply in self._pull(sorted(outstanding)):
+                mid = reply.metadata.reply_to_message_id
+                if mid not in outstanding:
+                    continue
+                s = outstanding.pop(mid)
+                progressed = True
+                values, disc_out = self._read_reply(s, reply, version + 1, interval, shape)
+                if disc_out is not None and s.node in swap_wanted:
+                    swap_pool[s.node] = disc_out
+                if values is None:
+                    continue
+                staleness = version - s.version
+                if staleness > cfg.max_staleness:
+                    interval.stale += 1
+                    continue
+                interval.staleness.append(staleness)
+                acc.append(Feedback(s.node, s.wave, s.batch_g, values))
+            now = time.perf_counter()
+            for mid, s in list(outstanding.items()):
+                if now - s.sent_at > cfg.timeout:
+                    outstanding.pop(mid)
+                    interval.messages += 1
+                    self._drop(s.node, f"no reply within {cfg.timeout:g} s", version + 1,
+                               interval)
+                    progressed = True
+            if swap_wanted and set(self.alive) & swap_wanted <= set(swap_pool):
+                t1 = time.perf_counter()
+                self._relay_swaps(swap_pool, interval)
+                interval.server_s += time.perf_counter() - t1
+                swap_wanted, swap_pool = set(), {}
+            if len(acc) >= quorum or (acc and len(acc) >= len(self.alive)):
+                t1 = time.perf_counter()
+                used = sorted({f.wave for f in acc})
+                remap = {w: i for i, w in enumerate(used)}
+                fbs = [Feedback(f.worker, remap[f.wave], f.batch, f.values) for f in acc]
+                generator_update(self.generator, self.trainer.opt_g,  # type: ignore[arg-type]
+                                 [waves[w] for w in used], b, fbs, method=cfg.aggregation,
+                                 trim_fraction=cfg.trim_fraction)
+                version += 1
+                live = {s.wave for s in outstanding.values()}
+                waves = {w: zz for w, zz in waves.items() if w in live}
+                interval.server_s += time.perf_counter() - t1
+                st = interval.staleness
+                self._finish(version, interval, [f.worker for f in acc],
+                             kappa_for(len(self.alive) or 1, cfg.kappa),
+                             {"mode": "pipelined", "updated": True,
+                              "staleness_mean": float(np.mean(st)) if st else 0.0,
+                              "staleness_max": int(max(st, default=0)),
+                              "stale_discarded": interval.stale})
+                acc = []
+                interval = _Interval(started=time.perf_counter())
+                progressed = True
+            if not progressed:
+                time.sleep(cfg.poll_interval)
+        if not self.alive:
+            log.warning("every worker has failed: stopping at version %d", version)
+        # Replies still in flight are abandoned; their workers simply idle.
+
+
+def _short(reason: str, limit: int = 240) -> str:
+    """Keep the informative tail of an error (Ray prefixes long tracebacks)."""
+    text = " ".join(reason.split())
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def run_mdgan(
+    grid: Grid, config: MDGANConfig, *, evaluate_fn: EvaluateFn | None = None,
+    eval_every: int = 0, record_fn: RecordFn | None = None, link: LinkModel | None = None,
+) -> MDGANServer:
+    """Run MD-GAN on ``grid`` (call from a ServerApp's ``main(grid, context)``).
+
+    Returns the finished :class:`MDGANServer` (its ``generator``, ``records``
+    and ``events``).
+    """
+    server = MDGANServer(grid, config, evaluate_fn=evaluate_fn, eval_every=eval_every,
+                         record_fn=record_fn, link=link)
+    server.run()
+    return server
+
+
+__all__ = ["MDGANConfig", "MDGANServer", "MODES", "run_mdgan"]
