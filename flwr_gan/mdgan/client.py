@@ -80,6 +80,11 @@ def local_images(context: Context, cfg: DataConfig) -> torch.Tensor:
     return _local_images(items, cfg)
 
 
+def worker_seed(seed: int, node_id: int) -> int:
+    """Return the seed of a worker's real-batch order (run seed and node id)."""
+    return seed * 100_003 + node_id % 100_003
+
+
 def optimizer_to_arrays(optimizer: torch.optim.Optimizer) -> ArrayRecord:
     """Serialize an Adam optimizer's per-parameter state (moments and step counts)."""
     arrays: dict[str, Array] = {}
@@ -157,7 +162,7 @@ def mdgan_step(msg: Message, context: Context) -> Message:
     images = local_images(context, cfg)
     b = int(config["batch-size"])
     idx = real_batch_indices(images.size(0), b, iteration - 1,
-                             seed=int(config["seed"]) * 100_003 + int(context.node_id) % 100_003)
+                             seed=worker_seed(int(config["seed"]), int(context.node_id)))
     real = images[torch.as_tensor(idx)]
     batches = msg.content.array_records["batches"]
     x_g = torch.as_tensor(np.array(batches["x_g"].numpy()))

@@ -316,7 +316,8 @@ class MDGANServer:
     # -- Flower plumbing --------------------------------------------------
 
     def _message(self, node: int, mtype: str, content: RecordDict, group: str) -> Message:
-        return Message(content, node, mtype, group_id=group, ttl=max(self.cfg.timeout, 60.0))
+        ttl = max(self.cfg.timeout, 60.0)
+        return self.grid.create_message(content, mtype, node, group, ttl=ttl)
 
     def _push(self, messages: Sequence[Message]) -> list[str]:
         return [str(m) for m in self.grid.push_messages(messages)]
