@@ -36,7 +36,7 @@ FEATURE_DIM = 128
 
 
 class Classifier(nn.Module):
-    """Two VGG-style conv blocks and a 128-unit feature layer.
+    """Three 3x3 conv layers (two strided, for CPU speed) and a 128-unit feature layer.
 
     Parameters
     ----------
@@ -52,12 +52,9 @@ class Classifier(nn.Module):
         self.image_shape = image_shape
         self.num_classes = num_classes
         self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.Conv2d(c, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
             nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
             nn.Flatten(),
         )
         self.features = nn.Sequential(
