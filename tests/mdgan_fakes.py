@@ -13,6 +13,14 @@ from collections.abc import Callable, Iterable
 from flwr.app import Context, Error, Message, Metadata, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+
+def set_task_identity(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Let Messages be built outside a running Flower app (tests only)."""
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
 
 
 class FakeGrid(Grid):
@@ -65,6 +73,8 @@ class FakeGrid(Grid):
         ids = []
         for msg in messages:
             self.sent.append(msg)
+            if not msg.metadata.message_id:
+                msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
             mid = msg.metadata.message_id
             ids.append(mid)
             node = msg.metadata.dst_node_id

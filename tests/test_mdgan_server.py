@@ -31,9 +31,14 @@ from flwr_gan.training import (
     generator_step,
     make_optimizer,
 )
-from tests.mdgan_fakes import FakeGrid
+from tests.mdgan_fakes import FakeGrid, set_task_identity
 
 SHAPE = (1, 28, 28)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_task_identity(monkeypatch)
 
 
 def _initial_models(seed: int, model: str = "small") -> tuple[torch.nn.Module, torch.nn.Module]:

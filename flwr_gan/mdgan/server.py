@@ -316,8 +316,7 @@ class MDGANServer:
     # -- Flower plumbing --------------------------------------------------
 
     def _message(self, node: int, mtype: str, content: RecordDict, group: str) -> Message:
-        ttl = max(self.cfg.timeout, 60.0)
-        return self.grid.create_message(content, mtype, node, group, ttl=ttl)
+        return Message(content, node, mtype, group_id=group, ttl=max(self.cfg.timeout, 60.0))
 
     def _push(self, messages: Sequence[Message]) -> list[str]:
         return [str(m) for m in self.grid.push_messages(messages)]
