@@ -30,7 +30,10 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=["fegan", "flgan"])
     parser.add_argument("--runs", default="runs/bench-fegan-scale")
     args = parser.parse_args()
-    out: dict[str, object] = {"machine": platform.platform(), "cpus": os.cpu_count(), "runs": {}}
+    target = RESULTS / "fegan_scale.json"
+    previous = json.loads(target.read_text())["runs"] if target.exists() else {}
+    out: dict[str, object] = {"machine": platform.platform(), "cpus": os.cpu_count(),
+                              "runs": previous}
     for algo in args.algorithms:
         run_dir = Path(args.runs) / algo
         cmd = ["flwr-gan", "simulate", "--algorithm", algo, "--dataset", "mnist",
@@ -55,7 +58,6 @@ def main() -> None:
         out["runs"][algo] = entry  # type: ignore[index]
         print(json.dumps({algo: {k: entry[k] for k in ("rc", "wall_s", "peak_rss_mb",
                                                        "s_per_round_mean")}}), flush=True)
-    target = RESULTS / "fegan_scale.json"
     target.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {target}")
     sys.exit(0)

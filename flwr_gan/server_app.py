@@ -348,19 +348,16 @@ def run_server(grid: Grid, cfg: FederatedConfig, *, num_nodes: int,
     run = RunDirectory(out, resolved, overwrite=cfg.overwrite, resume=cfg.resume)
     if start_round:
         _truncate_metrics(run, start_round)
-    evaluator = None
-    if cfg.rounds > 0 or cfg.eval_every >= 0:
-        from flwr_gan.metrics.fid import GeneratorEvaluator
+    from flwr_gan.metrics.fid import GeneratorEvaluator
 
-        evaluator = GeneratorEvaluator.for_dataset(
-            train, test, backend=cfg.fid_backend, n_real=min(cfg.n_eval, len(test)),
-            n_fake=cfg.n_eval, progress=False,
-        )
+    evaluator = GeneratorEvaluator.for_dataset(
+        train, test, backend=cfg.fid_backend, n_real=min(cfg.n_eval, len(test)),
+        n_fake=cfg.n_eval, progress=False,
+    )
     outcome = ServerOutcome(rounds_done=start_round)
     started = time.perf_counter()
 
     def evaluate(r: int, current: ArrayRecord) -> dict[str, Any]:
-        assert evaluator is not None
         load_arrays(gen, current, GENERATOR)
         result = evaluator.evaluate(gen)
         run.save_samples(evaluator.samples(gen)[:64], r)

@@ -145,3 +145,12 @@ def test_check_update_and_weighted_average_directly():
     assert set(out.keys()) == set(ref.keys())
     with pytest.raises(ValueError, match="not all zero"):
         weighted_average(ref, [initial()], [0.0])
+
+
+def test_flgan_without_usable_metadata_still_trains():
+    examples = {101: 5, 102: 5}
+    grid = InProcessGrid(constant_client(examples, {101: [0, 0], 102: [-1, 3]}), 2)
+    strategy = FLGAN(fraction_train=1.0, min_available_nodes=2, collect_metadata=True, seed=0)
+    strategy.start(grid=grid, initial_arrays=initial(), num_rounds=1)
+    assert sorted(strategy.history[0]["nodes"]) == [101, 102]
+    assert "kl_seen" not in strategy.history[0] and not strategy.collect_metadata

@@ -271,9 +271,16 @@ class FLGAN(FedAvg):
     ) -> Iterable[Message]:
         """Select this round's nodes and build one train message for each."""
         started = time.perf_counter()
-        if self.devices is None and (self.collect_metadata or self._needs_metadata()):
+        if self.devices is None and self._needs_metadata():
             self.query_metadata(grid)
             started = time.perf_counter()  # the metadata round is accounted separately
+        elif self.devices is None and self.collect_metadata:
+            try:  # FL-GAN only reports kl_seen with it: go on without
+                self.query_metadata(grid)
+            except MetadataError as err:
+                log(WARNING, "No usable metadata (%s): kl_seen will not be reported", err)
+                self.collect_metadata = False
+            started = time.perf_counter()
         t0 = time.perf_counter()
         node_ids = self._select(grid)
         base = ConfigRecord(dict(config))
