@@ -21,25 +21,35 @@ import json
 import numpy as np
 from fegan_common import RESULTS
 
-from flwr_gan.node_data import DataConfig, dataset_partition
-from flwr_gan.strategy import BalancedSampler, SeenData, random_sample, round_size
+from flwr_gan.node_data import DataConfig, dataset_partition, load_training_set
+from flwr_gan.strategy import (
+    BalancedSampler,
+    SeenData,
+    kl_divergence,
+    random_sample,
+    round_size,
+)
 
 
-def replay(counts: np.ndarray, size: int, rounds: int, mode: str, seed: int
-           ) -> tuple[list[float], int | None]:
+def replay(counts: np.ndarray, size: int, rounds: int, mode: str, seed: int,
+           dataset_counts: np.ndarray) -> tuple[list[float], int | None, list[float]]:
+    """Return kl_seen per round (vs the devices' union), full-coverage round, and
+    KL(seen || whole training set) per round (the paper's reference distribution)."""
     seen = SeenData(counts)
     sampler = BalancedSampler(counts)
     rng = np.random.default_rng(seed)
     kls: list[float] = []
+    kls_ds: list[float] = []
     full = None
     for r in range(1, rounds + 1):
         picked = sampler.sample(size) if mode == "balanced" else \
             random_sample(rng, len(counts), size)
         seen.add(picked)
         kls.append(float(seen.kl_seen or 0.0))
+        kls_ds.append(kl_divergence(seen.seen_counts, dataset_counts))
         if full is None and seen.coverage >= 1.0:
             full = r
-    return kls, full
+    return kls, full, kls_ds
 
 
 def main() -> None:
@@ -54,11 +64,15 @@ def main() -> None:
     cfg = DataConfig(dataset="mnist", partition="fegan", max_class=args.max_class,
                      max_samples=args.max_samples)
     counts = dataset_partition(cfg, args.num_clients).histograms
+    dataset_counts = load_training_set("mnist").class_counts()
     size = round_size(args.fraction, args.num_clients)
-    bal_kl, bal_full = replay(counts, size, args.rounds, "balanced", 0)
-    rand = [replay(counts, size, args.rounds, "random", s) for s in range(args.seeds)]
-    rand_kl = np.array([k for k, _ in rand])
-    rand_full = [f for _, f in rand]
+    bal_kl, bal_full, bal_ds = replay(counts, size, args.rounds, "balanced", 0, dataset_counts)
+    rand = [replay(counts, size, args.rounds, "random", s, dataset_counts)
+            for s in range(args.seeds)]
+    rand_kl = np.array([k for k, _, _ in rand])
+    rand_ds = np.array([d for _, _, d in rand])
+    rand_full = [f for _, f, _ in rand]
+    union = counts.sum(axis=0)
     result = {
         "partition": {"num_clients": args.num_clients, "max_class": args.max_class,
                       "max_samples": args.max_samples, "samples": int(counts.sum()),
@@ -75,6 +89,14 @@ def main() -> None:
                                               for f in rand_full])),
             "random_all": rand_full,
         },
+        "federation_class_distribution": (union / union.sum()).tolist(),
+        "kl_uniform_vs_federation": kl_divergence(np.ones_like(union), union),
+        "kl_vs_whole_trainset_round20": {"balanced": bal_ds[19],
+                                         "random_mean": float(rand_ds[:, 19].mean())},
+        "kl_vs_whole_trainset_round200": {"balanced": bal_ds[199],
+                                          "random_mean": float(rand_ds[:, 199].mean())},
+        "kl_seen_round200": {"balanced": bal_kl[199],
+                             "random_mean": float(rand_kl[:, 199].mean())},
         "kl_seen_balanced": bal_kl[:200],
         "kl_seen_random_mean": rand_kl.mean(axis=0)[:200].tolist(),
         "random_seeds": args.seeds,
@@ -85,17 +107,23 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     x = np.arange(1, 201)
-    ax.plot(x, bal_kl[:200], label="balanced sampling (FeGAN)")
-    ax.plot(x, rand_kl.mean(axis=0)[:200], label=f"random sampling (mean of {args.seeds} seeds)")
-    ax.set(xlabel="round", ylabel="KL(seen || global)", yscale="log",
-           title=f"Data seen by the server, MNIST, {args.num_clients} devices")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    for ax, b, r, ref in ((axes[0], bal_kl, rand_kl, "all devices' data"),
+                          (axes[1], bal_ds, rand_ds, "whole MNIST train set")):
+        ax.plot(x, b[:200], label="balanced sampling (FeGAN)")
+        ax.plot(x, r.mean(axis=0)[:200], label=f"random sampling (mean of {args.seeds} seeds)")
+        ax.set(xlabel="round", ylabel="KL(seen || reference)", yscale="log",
+               title=f"reference: {ref}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Class distribution seen by the server, MNIST, {args.num_clients} devices")
     fig.tight_layout()
     fig.savefig(RESULTS / "fegan_kl_seen.png", dpi=110)
-    print(json.dumps({k: result[k] for k in ("partition", "kl_seen_round20")}, indent=1))
+    print(json.dumps({k: result[k] for k in (
+        "partition", "kl_seen_round20", "kl_seen_round200", "kl_vs_whole_trainset_round20",
+        "kl_vs_whole_trainset_round200", "kl_uniform_vs_federation",
+        "federation_class_distribution")}, indent=1))
     print("rounds to see every sample:", bal_full, "balanced;",
           result["rounds_to_see_every_sample"]["random_median"], "random (median)")
 

@@ -8,7 +8,8 @@
 
 Per round the server logs one record to ``DIR/metrics.jsonl`` (the strategy's
 telemetry: ``round``, ``nodes``, ``bytes_up``, ``bytes_down``, ``compute_s``,
-``compute_s_max``, ``wall_s``, ``virtual_s``, ``kl_seen``, ``coverage``, losses;
+``compute_s_max``, ``wall_s``, ``virtual_s``, ``kl_seen`` (vs the devices' data),
+``kl_seen_reference`` (vs the whole training set), ``coverage``, losses;
 plus ``fid`` / ``score`` every ``eval_every`` rounds and at the last round),
 saves a sample grid when it evaluates, and checkpoints the full server state
 atomically (``DIR/checkpoint.pt``), from which ``resume=True`` continues.
@@ -241,7 +242,8 @@ class FederatedConfig:
         })
 
 
-def make_strategy(cfg: FederatedConfig, *, num_nodes: int, num_classes: int) -> FLGAN:
+def make_strategy(cfg: FederatedConfig, *, num_nodes: int, num_classes: int,
+                  kl_reference: list[int] | None = None) -> FLGAN:
     """Build the strategy of ``cfg.algorithm``.
 
     Parameters
@@ -252,12 +254,14 @@ def make_strategy(cfg: FederatedConfig, *, num_nodes: int, num_classes: int) -> 
         Nodes to wait for before the first round.
     num_classes : int
         Classes of the data set (validates reported metadata).
+    kl_reference : list of int, optional
+        Class counts of the whole training set (``kl_seen_reference``).
     """
     common: dict[str, Any] = {
         "fraction_train": cfg.fraction, "min_train_nodes": cfg.min_nodes,
         "min_available_nodes": num_nodes, "local_steps": cfg.local_steps,
         "batch_size": cfg.batch_size, "num_classes": num_classes, "link": cfg.link(),
-        "metadata_timeout": cfg.timeout, "seed": cfg.seed,
+        "metadata_timeout": cfg.timeout, "seed": cfg.seed, "kl_reference": kl_reference,
     }
     if cfg.algorithm == "fegan":
         return FeGAN(**common, sampling=cfg.sampling, weighting=cfg.weighting,
@@ -318,7 +322,8 @@ def run_server(grid: Grid, cfg: FederatedConfig, *, num_nodes: int,
     train = load_training_set(data.dataset, data.data_dir)
     test = load_dataset(data.dataset, "test", data_dir=data.data_dir or None)
     gen, disc = build_models(cfg.model, train.image_shape, cfg.latent_dim or None)
-    strategy = make_strategy(cfg, num_nodes=num_nodes, num_classes=train.num_classes)
+    strategy = make_strategy(cfg, num_nodes=num_nodes, num_classes=train.num_classes,
+                             kl_reference=[int(c) for c in train.class_counts()])
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
     resolved = asdict(cfg) | {

@@ -170,3 +170,15 @@ def test_real_client_metadata_matches_partition():
     assert [d.key for d in devices] == [f"partition-{i}" for i in range(6)]
     for i, dev in enumerate(devices):
         assert list(dev.class_counts) == hist[i].tolist()
+
+
+def test_kl_seen_against_a_reference_distribution():
+    grid = InProcessGrid(constant_client(EXAMPLES, META), 6)
+    strategy = FeGAN(fraction_train=0.25, min_available_nodes=6, num_classes=3, seed=0,
+                     kl_reference=[1, 1, 1])
+    strategy.start(grid=grid, initial_arrays=initial(), num_rounds=1)
+    from flwr_gan.strategy import kl_divergence
+
+    rec = strategy.history[0]
+    seen = np.sum([META[n] for n in rec["nodes"]], axis=0)
+    assert rec["kl_seen_reference"] == pytest.approx(kl_divergence(seen, [1, 1, 1]))

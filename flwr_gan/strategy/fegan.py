@@ -24,7 +24,7 @@ loads is FL-VANILLA.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from logging import INFO
 from typing import Any
 
@@ -91,6 +91,9 @@ class FeGAN(FLGAN):
         Seconds to wait for metadata replies.
     seed : int, optional
         Seed of random sampling.
+    kl_reference : sequence of int, optional
+        Class counts of a reference data set for ``kl_seen_reference``
+        (see :class:`FLGAN`).
     """
 
     # pylint: disable=too-many-arguments,too-many-locals
@@ -118,6 +121,7 @@ class FeGAN(FLGAN):
         link: LinkModel | None = None,
         metadata_timeout: float = 600.0,
         seed: int | None = None,
+        kl_reference: Sequence[int] | None = None,
     ) -> None:
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -130,7 +134,7 @@ class FeGAN(FLGAN):
             min_available_nodes, weighted_by_key, arrayrecord_key, configrecord_key,
             train_metrics_aggr_fn, evaluate_metrics_aggr_fn, local_steps=local_steps,
             batch_size=batch_size, collect_metadata=True, num_classes=num_classes, link=link,
-            metadata_timeout=metadata_timeout, seed=seed,
+            metadata_timeout=metadata_timeout, seed=seed, kl_reference=kl_reference,
         )
         self.sampling = sampling
         self.weighting = weighting

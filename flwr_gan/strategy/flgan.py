@@ -26,7 +26,7 @@ On top of Flower's :class:`~flwr.serverapp.strategy.FedAvg`, this class
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from logging import INFO, WARNING
 from typing import Any
 
@@ -48,6 +48,7 @@ from flwr_gan.strategy.metadata import (
     parse_metadata,
 )
 from flwr_gan.strategy.sampling import random_sample, round_size
+from flwr_gan.strategy.weighting import kl_divergence
 from flwr_gan.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 
 
@@ -93,6 +94,11 @@ class FLGAN(FedAvg):
         Seconds to wait for metadata replies.
     seed : int, optional
         Seed of node sampling.
+    kl_reference : sequence of int, optional
+        Class counts of a reference data set (e.g. the whole training set);
+        when given, each round also reports ``kl_seen_reference``, the
+        divergence of the data seen from it (``kl_seen`` compares with the
+        union of the devices' data, which is all the server knows).
     """
 
     # pylint: disable=too-many-arguments,too-many-instance-attributes
@@ -116,6 +122,7 @@ class FLGAN(FedAvg):
         link: LinkModel | None = None,
         metadata_timeout: float = 600.0,
         seed: int | None = None,
+        kl_reference: Sequence[int] | None = None,
     ) -> None:
         if not 0.0 < fraction_train <= 1.0:
             raise ValueError(f"fraction_train must be in (0, 1], got {fraction_train}")
@@ -136,6 +143,7 @@ class FLGAN(FedAvg):
         self.link = link or LinkModel()
         self.metadata_timeout = metadata_timeout
         self.seed = seed
+        self.kl_reference = None if kl_reference is None else [int(c) for c in kl_reference]
         self.rng = np.random.default_rng(seed)
         #: Devices with valid metadata, in stable order (``None`` before the query).
         self.devices: list[DeviceInfo] | None = None
@@ -415,6 +423,10 @@ class FLGAN(FedAvg):
         }
         if self.seen is not None:
             record["kl_seen"] = self.seen.kl_seen
+            if self.kl_reference is not None and self.seen.seen_counts.sum() > 0 \
+                    and len(self.kl_reference) == len(self.seen.seen_counts):
+                record["kl_seen_reference"] = kl_divergence(self.seen.seen_counts,
+                                                            self.kl_reference)
             record["coverage"] = self.seen.coverage
             record["devices_seen"] = self.seen.devices_seen
         return record
