@@ -39,6 +39,8 @@ def main() -> int:
     p.add_argument("--swap-epochs", type=float, default=1.0)
     p.add_argument("--runs", default="bench/results/mdgan_runs")
     p.add_argument("--only", default="", help="comma-separated run labels to (re)run")
+    p.add_argument("--big-standalone", action="store_true",
+                   help="also run standalone with batch N*b (slow on CPU)")
     args = p.parse_args()
     torch.set_num_threads(1)
     n, b, it = args.num_clients, args.batch_size, args.iterations
@@ -52,14 +54,15 @@ def main() -> int:
         f"standalone b={b}": StandaloneConfig(
             model=args.model, steps=it, batch_size=b, eval_every=args.eval_every,
             n_eval=args.n_eval, progress=False, overwrite=True),
-        f"standalone b={n * b}": StandaloneConfig(
-            model=args.model, steps=it, batch_size=n * b, eval_every=args.eval_every,
-            n_eval=args.n_eval, progress=False, overwrite=True),
         "MD-GAN kappa=1": MDGANSimulationConfig(kappa="1", **mdgan_common),
         f"MD-GAN kappa={kappa_log}": MDGANSimulationConfig(kappa="log", **mdgan_common),
         f"MD-GAN kappa={kappa_log}, crash every I/N": MDGANSimulationConfig(
             kappa="log", crash_schedule=True, **mdgan_common),
     }
+    if args.big_standalone:
+        plan[f"standalone b={n * b}"] = StandaloneConfig(
+            model=args.model, steps=it, batch_size=n * b, eval_every=args.eval_every,
+            n_eval=args.n_eval, progress=False, overwrite=True)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     results: dict[str, Any] = {}
     curves: dict[str, list[dict[str, Any]]] = {}
