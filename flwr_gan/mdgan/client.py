@@ -25,6 +25,7 @@ All GAN math goes through :mod:`flwr_gan.training`.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -106,13 +107,25 @@ def load_optimizer_arrays(optimizer: torch.optim.Optimizer, arrays: ArrayRecord)
     optimizer.load_state_dict(sd)
 
 
+@lru_cache(maxsize=4)
+def _initial_discriminator(model: str, shape: tuple[int, ...], seed: int) -> nn.Module:
+    """Return the run's initial discriminator (memoised per process; only ever deep-copied).
+
+    The same on every worker (paper §IV-A): built from ``seed + 1``. Building
+    a preset also initialises its generator, which costs more than a
+    discriminator step for the MLP, hence the memo.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        _, disc = build_models(model, shape)
+    return disc
+
+
 def _trainer(config: Mapping[str, Any], context: Context) -> GANTrainer:
     """Rebuild this worker's discriminator and optimizer from ``context.state``."""
     shape = tuple(int(v) for v in config["image-shape"])
-    with torch.random.fork_rng(devices=[]):
-        # Same initial D on every worker (paper §IV-A), from the run seed.
-        torch.manual_seed(int(config["seed"]) + 1)
-        _, disc = build_models(str(config["model"]), shape)
+    disc = copy.deepcopy(_initial_discriminator(str(config["model"]), shape,
+                                                int(config["seed"])))
     optim = OptimizerConfig(lr_g=float(config["lr-g"]), lr_d=float(config["lr-d"]),
                             beta1=float(config["beta1"]), beta2=float(config["beta2"]))
     trainer = GANTrainer(None, disc, loss=str(config["loss"]), optim=optim,

@@ -254,6 +254,7 @@ class _Interval:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     stale: int = 0
     swaps: int = 0
+    handler_s: float = 0.0
     server_s: float = 0.0
 
     def add_cost(self, node: int, compute_s: float, down: int, up: int) -> None:
@@ -426,6 +427,8 @@ class MDGANServer:
         interval.bytes_up += up
         metrics: Any = reply.content.metric_records.get("metrics")
         compute = float(metrics["compute-s"]) if metrics and "compute-s" in metrics else 0.0
+        interval.handler_s += float(metrics["handler-s"]) if metrics and "handler-s" in metrics \
+            else 0.0
         interval.add_cost(sent.node, compute, sent.bytes_down, up)
         disc_out = reply.content.array_records.get("disc-out")
         if disc_out is not None:
@@ -485,7 +488,7 @@ class MDGANServer:
             "swaps": interval.swaps, "messages": interval.messages,
             "compute_s": float(sum(compute)),
             "compute_s_max": float(max(compute, default=0.0)),
-            "server_s": interval.server_s,
+            "server_s": interval.server_s, "handler_s": interval.handler_s,
             "iter_wall_s": iter_wall, "iter_virtual_s": iter_virtual,
             "wall_s": self.wall_s, "virtual_s": self.virtual_s,
             "d_loss": float(np.nanmean(interval.d_losses)) if interval.d_losses else None,
