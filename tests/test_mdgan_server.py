@@ -253,3 +253,17 @@ def test_pipelined_mode_bounded_staleness() -> None:
     assert any(r["swaps"] for r in server.records)
     after = list(server.generator.parameters())
     assert any(not torch.equal(a, p) for a, p in zip(before, after, strict=True))
+
+
+def test_subset_sampling_uses_fewer_discriminators_per_iteration() -> None:
+    cfg = MDGANConfig(iterations=8, num_workers=4, batch_size=8, kappa="log",
+                      workers_per_iteration=2, swap_epochs=1e-9, seed=4)
+    grid = FakeGrid([make_client_app() for _ in range(4)])
+    server = MDGANServer(grid, cfg)
+    server.run()
+    assert all(len(r["nodes"]) == 2 for r in server.records)
+    assert len({tuple(r["nodes"]) for r in server.records}) > 1  # the subset changes
+    touched = {n for r in server.records for n in r["nodes"]}
+    assert touched == {101, 102, 103, 104}
+    for rec in server.records:  # only the participants' messages were sent
+        assert rec["messages"] == 2
