@@ -40,14 +40,15 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         result = run_mdgan_simulation(cfg)
     recs = [r for r in result.records if r["round"] > args.warmup]
     updates = len(recs)
-    wall = sum(r["iter_wall_s"] for r in recs)
-    compute = sum(r["compute_s"] for r in recs)
+    wall = sum(r["wall_s"] for r in recs)
+    compute = sum(r["compute_s_total"] for r in recs)
     return {
         "mode": mode, "updates": updates, "wall_per_iter_s": wall / updates,
         "compute_per_iter_s": compute / updates, "ratio": wall / compute,
         "compute_max_per_iter_s": sum(r["compute_s_max"] for r in recs) / updates,
         "server_per_iter_s": sum(r["server_s"] for r in recs) / updates,
-        "virtual_per_iter_s": sum(r["iter_virtual_s"] for r in recs) / updates,
+        "virtual_per_iter_s": sum(r["virtual_s"] for r in recs) / updates,
+        "handler_per_iter_s": sum(r["handler_s"] for r in recs) / updates,
         "messages_per_iter": sum(r["messages"] for r in recs) / updates,
         "staleness_mean": (sum(r.get("staleness_mean", 0.0) for r in recs) / updates),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),

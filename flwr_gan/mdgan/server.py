@@ -486,11 +486,12 @@ class MDGANServer:
             "payload_up": interval.payload_up, "payload_down": interval.payload_down,
             "swap_bytes_up": interval.swap_bytes_up, "swap_bytes_down": interval.swap_bytes_down,
             "swaps": interval.swaps, "messages": interval.messages,
-            "compute_s": float(sum(compute)),
+            "compute_s": {str(c.node_id): c.compute_s for c in costs},
+            "compute_s_total": float(sum(compute)),
             "compute_s_max": float(max(compute, default=0.0)),
             "server_s": interval.server_s, "handler_s": interval.handler_s,
-            "iter_wall_s": iter_wall, "iter_virtual_s": iter_virtual,
-            "wall_s": self.wall_s, "virtual_s": self.virtual_s,
+            "wall_s": iter_wall, "virtual_s": iter_virtual,
+            "wall_total_s": self.wall_s, "virtual_total_s": self.virtual_s,
             "d_loss": float(np.nanmean(interval.d_losses)) if interval.d_losses else None,
             "g_loss": float(np.nanmean(interval.g_losses)) if interval.g_losses else None,
             "dropped": interval.dropped, "rejected": interval.rejected,
@@ -510,7 +511,7 @@ class MDGANServer:
             return
         record: dict[str, Any] = {"round": 0, "iteration": 0, "nodes": [],
                                   "alive": len(self.alive), "bytes_up": 0, "bytes_down": 0,
-                                  "compute_s": 0.0, "compute_s_max": 0.0, "wall_s": 0.0,
+                                  "compute_s": {}, "compute_s_max": 0.0, "wall_s": 0.0,
                                   "virtual_s": 0.0}
         record.update(self.evaluate_fn(0, self.generator) or {})
         self.records.append(record)

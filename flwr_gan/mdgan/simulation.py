@@ -9,8 +9,9 @@ straight into the run directory:
 
 * ``metrics.jsonl`` / ``metrics.csv`` — one record per global iteration
   (``round`` = iteration, ``nodes``, ``bytes_up``, ``bytes_down``,
-  ``compute_s``, ``compute_s_max``, ``wall_s``, ``virtual_s``, and ``fid``,
-  ``score``, ``extractor`` at evaluations; plus MD-GAN's own keys);
+  ``compute_s`` (per node), ``compute_s_max``, ``wall_s`` and ``virtual_s``
+  (this iteration), and ``fid``, ``score``, ``extractor`` at evaluations; plus
+  MD-GAN's own keys);
 * ``samples/``, ``fid_curve.png``, ``config.json``, ``generator.pt`` and
   ``summary.json`` (drops, rejections, swap period, totals).
 """
