@@ -29,6 +29,10 @@ RUNS = {
     "FeGAN s=1 w=0": ["--algorithm", "fegan", "--sampling", "balanced", "--weighting", "none"],
     "FeGAN s=0 w=1": ["--algorithm", "fegan", "--sampling", "random", "--weighting", "exp"],
     "FeGAN s=0 w=0": ["--algorithm", "fegan", "--sampling", "random", "--weighting", "none"],
+    # Not part of the paper's grid: the linear scheme, whose weights actually differ
+    # (exp weights of scores ~0.01 are within 3% of uniform). Run with --only.
+    "FeGAN s=1 w=1 (linear)": ["--algorithm", "fegan", "--sampling", "balanced",
+                               "--weighting", "linear"],
 }
 
 
@@ -50,14 +54,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="runs/bench-fegan-convergence")
     parser.add_argument("--only", nargs="*", default=None, help="subset of run labels")
+    parser.add_argument("--suffix", default="", help="appended to labels (extra seeds)")
     args = parser.parse_args()
     results: dict[str, dict] = {}
     target = RESULTS / "fegan_convergence.json"
     if target.exists():
         results = json.loads(target.read_text()).get("runs", {})
     for label, extra in RUNS.items():
-        if args.only and label not in args.only:
+        if (args.only and label not in args.only) or (not args.only and "(" in label):
             continue
+        if args.suffix:
+            label = f"{label} {args.suffix}"
         run_dir = Path(args.runs) / label.replace(" ", "_").replace("=", "")
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         cmd = ["flwr-gan", "simulate", *extra, "--dataset", "mnist", "--num-clients", "176",
@@ -94,7 +101,8 @@ def main() -> None:
         summary["convergence_gain"] = best_round / reach if reach else None
         plot_fid_curves({"FL-GAN": base, "FeGAN (s=1, w=1)": fe},
                         RESULTS / "fegan_vs_flgan_fid.png")
-    combos = {k: v["records"] for k, v in results.items() if k.startswith("FeGAN")}
+    combos = {k: v["records"] for k, v in results.items()
+              if k.startswith("FeGAN") and k.count(" ") == 2}
     if combos:
         plot_fid_curves(combos, RESULTS / "fegan_sw_ablation_fid.png")
     target.write_text(json.dumps(summary, indent=1) + "\n")
