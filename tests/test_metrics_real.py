@@ -39,12 +39,14 @@ def test_fid_sanity_on_real_data(mnist, mnist_classifier):
     feats = ClassifierFeatures(mnist_classifier)
     rng = np.random.default_rng(0)
     f_train = feats(train.to_tensor(np.sort(rng.choice(len(train), 2000, replace=False))))
-    f_test = feats(test.to_tensor(np.arange(2000)))
-    f_fashion = feats(fashion.to_tensor(np.arange(2000)))
+    # random subsets: the official test set is ordered by writer group
+    f_test = feats(test.to_tensor(np.sort(rng.choice(len(test), 2000, replace=False))))
+    f_fashion = feats(fashion.to_tensor(np.sort(rng.choice(len(fashion), 2000, replace=False))))
     assert frechet_distance(f_test, f_test) == pytest.approx(0.0, abs=1e-3)
     same_domain = frechet_distance(f_train, f_test)
     other_domain = frechet_distance(f_test, f_fashion)
-    assert other_domain > 50 * same_domain
+    assert same_domain < 15.0
+    assert other_domain > 30 * same_domain
 
 
 def test_real_digits_score_high_and_noise_scores_low(mnist, mnist_classifier):

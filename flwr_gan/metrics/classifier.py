@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +238,8 @@ def load_or_train_classifier(
     if path.exists():
         try:
             return _load(path, train)
-        except (RuntimeError, ValueError, KeyError, OSError, EOFError) as err:
+        except (RuntimeError, ValueError, KeyError, OSError, EOFError,
+                pickle.UnpicklingError) as err:
             log.warning("Classifier cache %s is unusable (%s); retraining it.", path, err)
     trained = train_classifier(train, test, epochs=epochs, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
