@@ -80,7 +80,8 @@ def main() -> int:
             took = time.perf_counter() - started
         else:
             took = None
-        records = read_metrics(metrics)
+        # equal generator updates: a reused longer run is cut at --iterations
+        records = [r for r in read_metrics(metrics) if r["round"] <= it]
         curves[label] = records
         fids = [(r["round"], r["fid"]) for r in records if r.get("fid") is not None]
         results[label] = {"out": cfg.out, "fid": fids, "final_fid": fids[-1][1],
