@@ -7,7 +7,9 @@ modes. For each mode, over the iterations after a warm-up:
 * ``wall_per_iter``    = training wall seconds / generator updates,
 * ``compute_per_iter`` = sum of the workers' measured compute seconds
   (their D steps + feedback) / generator updates,
-* ``ratio`` = wall_per_iter / compute_per_iter, both from the same run.
+* ``ratio`` = wall_per_iter / compute_per_iter, both from the same run;
+* ``parallel_ratio`` = wall_per_iter / (compute_per_iter / actors): against
+  the best the actors could do in parallel.
 
 The machine's load average is recorded with each run: the ratio is sensitive
 to other processes. Writes ``bench/results/mdgan_overhead.json``.
@@ -30,12 +32,19 @@ from flwr_gan.mdgan.simulation import MDGANSimulationConfig, run_mdgan_simulatio
 
 
 def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Run one mode; return the per-iteration wall and compute times."""
+    """Run one mode; return the per-iteration wall and compute times.
+
+    ``sync-poll100ms`` is the synchronous loop polling for replies every
+    0.1 s, like Flower's ``Grid.send_and_receive`` (the planning baseline).
+    """
     load_before = os.getloadavg()
+    poll = 0.1 if mode == "sync-poll100ms" else 0.005
+    loop_mode = "sync" if mode.startswith("sync") else mode
     with tempfile.TemporaryDirectory() as tmp:
         cfg = MDGANSimulationConfig(
             num_clients=args.num_clients, iterations=args.iterations, kappa="1",
-            batch_size=args.batch_size, model=args.model, swap_epochs=0, mode=mode,
+            batch_size=args.batch_size, model=args.model, swap_epochs=0, mode=loop_mode,
+            poll_interval=poll,
             fid_backend="none", progress=False, out=str(Path(tmp) / "r"))
         result = run_mdgan_simulation(cfg)
     recs = [r for r in result.records if r["round"] > args.warmup]
@@ -43,7 +52,8 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     wall = sum(r["wall_s"] for r in recs)
     compute = sum(r["compute_s_total"] for r in recs)
     return {
-        "mode": mode, "updates": updates, "wall_per_iter_s": wall / updates,
+        "mode": mode, "poll_interval_s": poll, "updates": updates,
+        "parallel_ratio": wall / (compute / args.actors), "wall_per_iter_s": wall / updates,
         "compute_per_iter_s": compute / updates, "ratio": wall / compute,
         "compute_max_per_iter_s": sum(r["compute_s_max"] for r in recs) / updates,
         "server_per_iter_s": sum(r["server_s"] for r in recs) / updates,
@@ -64,7 +74,9 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", default="mlp")
     p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--modes", default="sync,pipelined")
+    p.add_argument("--modes", default="sync-poll100ms,sync,pipelined")
+    p.add_argument("--actors", type=int, default=2,
+                   help="Ray actors running clients in parallel (cores / num_cpus)")
     args = p.parse_args()
     rows = []
     for rep in range(args.repeat):

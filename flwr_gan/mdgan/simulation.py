@@ -79,6 +79,7 @@ class MDGANSimulationConfig:
     workers_per_iteration: int = 0
     crash_schedule: bool = False
     timeout: float = 120.0
+    poll_interval: float = 0.005
     eval_every: int = 100
     fid_backend: str = "classifier"
     n_eval: int = 2000
@@ -99,7 +100,7 @@ class MDGANSimulationConfig:
             timeout=self.timeout, crash_schedule=self.crash_schedule,
             workers_per_iteration=self.workers_per_iteration, mode=self.mode,
             max_staleness=self.max_staleness, aggregation=self.aggregation,
-            trim_fraction=self.trim_fraction,
+            trim_fraction=self.trim_fraction, poll_interval=self.poll_interval,
             data=DataConfig(dataset=self.dataset, data_dir=self.data_dir,
                             partition=self.partition, partition_seed=self.partition_seed),
         )
