@@ -62,7 +62,7 @@ class StandaloneConfig:
     model: str = "small"
     loss: str | None = None
     latent_dim: int | None = None
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 64
     d_steps: int = 1
     lr_g: float = 2e-4
