@@ -94,8 +94,10 @@ def _simulate_parser(sub: argparse._SubParsersAction) -> None:
         "checkpoint.pt to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--algorithm", default=d.algorithm, choices=list(ALGORITHMS),
-                   help="fegan: balanced sampling + KL weighting; flgan: FedAvg of G and D")
+    p.add_argument("--algorithm", default=d.algorithm, choices=[*ALGORITHMS, "mdgan"],
+                   help="fegan: balanced sampling + KL weighting; flgan: FedAvg of G and D; "
+                   "mdgan: server generator + worker discriminators, with its own flags "
+                   "(see `flwr-gan simulate --algorithm mdgan --help`)")
     p.add_argument("--dataset", default=d.dataset,
                    help="mnist, fashion-mnist, cifar10, or a path to an .npz / image folder")
     p.add_argument("--data-dir", default=d.data_dir,
@@ -250,8 +252,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mdgan_argv(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """Split ``[global opts] simulate ... --algorithm mdgan ...`` or return None."""
+    if "simulate" not in argv:
+        return None
+    at = argv.index("simulate")
+    rest = argv[at + 1:]
+    for i, tok in enumerate(rest):
+        if tok == "--algorithm" and i + 1 < len(rest) and rest[i + 1] == "mdgan":
+            return argv[:at], rest[:i] + rest[i + 2:]
+        if tok == "--algorithm=mdgan":
+            return argv[:at], rest[:i] + rest[i + 1:]
+    return None
+
+
+def _run_mdgan_cli(global_opts: list[str], rest: list[str]) -> int:
+    """``flwr-gan simulate --algorithm mdgan``: MD-GAN has its own flags and defaults."""
+    from flwr_gan.mdgan import cli as mdgan_cli
+
+    parser = argparse.ArgumentParser(
+        prog="flwr-gan simulate --algorithm mdgan",
+        description="MD-GAN in Flower's simulation engine: one generator on the server, one "
+        "discriminator per worker, error feedback dL/dx, discriminator swaps relayed by the "
+        "server. Writes the standard run directory to --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    mdgan_cli.add_arguments(parser)
+    args = parser.parse_args(rest + [o for o in global_opts if o in ("-v", "--verbose")])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(mdgan_cli.run(args))
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"flwr-gan simulate: error: {err}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flwr-gan`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    mdgan = _mdgan_argv(argv)
+    if mdgan is not None:
+        return _run_mdgan_cli(*mdgan)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
