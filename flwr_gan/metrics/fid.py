@@ -8,12 +8,14 @@ Every number reports which extractor produced it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
+from scipy.linalg import LinAlgWarning
 from torch import nn
 
 from flwr_gan.metrics.classifier import TrainedClassifier, classifier_score
@@ -56,7 +58,13 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     mu_b, s_b = feature_statistics(features_b)
     if mu_a.shape != mu_b.shape:
         raise ValueError(f"Feature dimensions differ: {mu_a.shape[0]} vs {mu_b.shape[0]}")
-    return max(0.0, float(calculate_frechet_distance(mu_a, s_a, mu_b, s_b)))
+    with warnings.catch_warnings():
+        # Dead feature units make covariances singular; pytorch-fid then retries sqrtm
+        # with a small diagonal offset itself, so scipy's warning is only noise here.
+        warnings.simplefilter("ignore", LinAlgWarning)
+        warnings.filterwarnings("ignore", message="The `disp` argument",
+                                category=DeprecationWarning)
+        return max(0.0, float(calculate_frechet_distance(mu_a, s_a, mu_b, s_b)))
 
 
 @dataclass(frozen=True)
