@@ -23,8 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from flwr_gan.data import ImageDataset, Partition, load_dataset, make_partition
-
-ConfigValue = bool | float | int | str
+from flwr_gan.runconfig import ConfigValue, run_config_kwargs
 
 
 @dataclass(frozen=True)
@@ -64,20 +63,7 @@ class DataConfig:
         ValueError
             When a value has the wrong type.
         """
-        kwargs: dict[str, Any] = {}
-        defaults = asdict(cls())
-        for field, default in defaults.items():
-            key = field.replace("_", "-")
-            if key not in run_config:
-                continue
-            value = run_config[key]
-            try:
-                kwargs[field] = type(default)(value)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"run config {key}={value!r} should be of type {type(default).__name__}"
-                ) from None
-        return cls(**kwargs)
+        return cls(**run_config_kwargs(cls, run_config))
 
     def to_run_config(self) -> dict[str, ConfigValue]:
         """Return these settings as kebab-case run-config entries."""

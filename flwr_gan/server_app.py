@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from flwr_gan.data import load_dataset
 from flwr_gan.models import PRESETS, build_models, count_parameters
 from flwr_gan.node_data import ConfigValue, DataConfig, load_training_set
 from flwr_gan.records import DISCRIMINATOR, GENERATOR, load_arrays, models_to_arrays
+from flwr_gan.runconfig import run_config_kwargs
 from flwr_gan.rundir import RunDirectory, read_metrics
 from flwr_gan.strategy import FLGAN, SAMPLINGS, SCHEMES, FeGAN
 from flwr_gan.telemetry import LinkModel
@@ -208,25 +209,7 @@ class FederatedConfig:
         ValueError
             On a value of the wrong type.
         """
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            key = f.name.replace("_", "-")
-            if key not in run_config:
-                continue
-            value = run_config[key]
-            default = getattr(cls(), f.name)
-            try:
-                if isinstance(default, bool):
-                    if isinstance(value, str):
-                        value = value.strip().lower() in ("1", "true", "yes", "on")
-                    kwargs[f.name] = bool(value)
-                else:
-                    kwargs[f.name] = type(default)(value)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"run config {key}={value!r} should be of type {type(default).__name__}"
-                ) from None
-        return cls(**kwargs)
+        return cls(**run_config_kwargs(cls, run_config))
 
     def to_run_config(self) -> dict[str, ConfigValue]:
         """Return these settings as kebab-case run-config entries."""

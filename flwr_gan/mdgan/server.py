@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,7 @@ from flwr_gan.mdgan.client import INFO_TYPE, STEP_TYPE
 from flwr_gan.models import PRESETS, build_models
 from flwr_gan.node_data import DataConfig
 from flwr_gan.records import InvalidUpdateError, arrays_nbytes, check_state, split_arrays
+from flwr_gan.runconfig import run_config_kwargs
 from flwr_gan.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 from flwr_gan.training import GANTrainer, OptimizerConfig
 
@@ -179,27 +180,12 @@ class MDGANConfig:
 
         ``image-shape`` is given as ``"C,H,W"``; data keys go to :class:`DataConfig`.
         """
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            key = f.name.replace("_", "-")
-            if f.name == "data" or key not in run_config:
-                continue
-            value = run_config[key]
-            if f.name == "image_shape":
-                kwargs[f.name] = tuple(int(v) for v in str(value).split(","))
-            elif f.name in ("loss",):
-                kwargs[f.name] = str(value) or None
-            elif f.name == "latent_dim":
-                kwargs[f.name] = int(value) or None
-            elif f.name == "kappa":
-                kwargs[f.name] = str(value)
-            else:
-                default = getattr(cls(), f.name)
-                try:
-                    kwargs[f.name] = type(default)(value)
-                except (TypeError, ValueError):
-                    raise ValueError(f"run config {key}={value!r} should be of type "
-                                     f"{type(default).__name__}") from None
+        kwargs = run_config_kwargs(cls, run_config, skip=("data",), converters={
+            "image_shape": lambda v: tuple(int(x) for x in str(v).split(",")),
+            "loss": lambda v: str(v) or None,
+            "latent_dim": lambda v: int(v) or None,
+            "kappa": str,
+        })
         return cls(data=DataConfig.from_run_config(run_config), **kwargs)
 
     def worker_config(self) -> dict[str, Any]:
