@@ -240,8 +240,21 @@ def make_client_app(settings: ClientSettings | None = None) -> ClientApp:
     return client
 
 
-#: The ready ClientApp for ``flwr run`` (``clientapp = "flwr_gan.client_app:app"``).
-app = make_client_app()
+def make_device_app() -> ClientApp:
+    """Return the ClientApp for a real device: every algorithm's handlers on one app.
+
+    A device started once with ``flower-supernode`` then serves FL-GAN and FeGAN
+    rounds (``train``, ``query.metadata``) as well as MD-GAN workers
+    (``train.mdgan_step``, ``query.mdgan_info``), whichever ServerApp is submitted.
+    """
+    from flwr_gan.mdgan.client import register_handlers
+
+    return register_handlers(make_client_app())
+
+
+#: The ready ClientApp for ``flwr run`` (``clientapp = "flwr_gan.client_app:app"``):
+#: FL-GAN, FeGAN and MD-GAN handlers, all reading their settings from the run config.
+app = make_device_app()
 
 __all__ = ["ClientSettings", "app", "device_key", "handle_metadata",
-           "handle_train", "is_weak_device", "make_client_app"]
+           "handle_train", "is_weak_device", "make_client_app", "make_device_app"]
