@@ -135,10 +135,9 @@ def test_edge_device_trains_on_its_own_folder(tmp_path):
 def test_device_app_serves_fegan_and_mdgan_messages():
     """One SuperNode app answers FeGAN's metadata query and MD-GAN's worker query."""
     from flwr_gan.client_app import app as device_app
-    from flwr_gan.node_data import DataConfig as _DC
 
     c = ctx(2, 6)
-    c.run_config.update(_DC(partition="fegan", max_class=3, max_samples=100).to_run_config())
+    c.run_config.update(DATA.to_run_config())
     expected = int(dataset_partition(DATA, 6).sizes[2])
     meta = device_app(msg(RecordDict({}), "query.metadata", c.node_id), c).content \
         .config_records["metadata"]
