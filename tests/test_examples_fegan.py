@@ -47,17 +47,22 @@ def test_flwr_run_the_fegan_example(tmp_path):
     import os
     import signal
     import subprocess
+    import sys
 
     home = tmp_path / "flwr-home"
     home.mkdir()
+    # the flwr CLI and the SuperLink it starts come from this interpreter's environment,
+    # even when it is not activated (CI calls .venv/bin/python directly)
+    bindir = str(Path(sys.executable).parent)
     env = dict(os.environ, FLWR_HOME=str(home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
     out = tmp_path / "run"
     run_config = (f"num-nodes=4 rounds=2 model='small' local-steps=3 batch-size=16 "
                   f"fraction=0.5 max-samples=100 eval-every=2 n-eval=200 out='{out}'")
     try:
         proc = subprocess.run(
-            ["flwr", "run", str(ROOT / "fegan"), "--federation-config", "num-supernodes=4",
+            [str(Path(bindir) / "flwr"), "run", str(ROOT / "fegan"),
+             "--federation-config", "num-supernodes=4",
              "--run-config", run_config, "--stream"],
             env=env, capture_output=True, text=True, timeout=420)
     finally:
