@@ -13,8 +13,21 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from flwr_gan import __version__
+
+
+def add_optimizer_arguments(parser: argparse.ArgumentParser, defaults: Any) -> None:
+    """Add the Adam flags shared by every training command.
+
+    ``defaults`` is any settings object with ``lr_g``, ``lr_d``, ``beta1`` and ``beta2``.
+    """
+    a = parser.add_argument
+    a("--lr-g", type=float, default=defaults.lr_g, help="generator Adam learning rate")
+    a("--lr-d", type=float, default=defaults.lr_d, help="discriminator Adam learning rate")
+    a("--beta1", type=float, default=defaults.beta1, help="Adam beta1")
+    a("--beta2", type=float, default=defaults.beta2, help="Adam beta2")
 
 
 def _standalone_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +54,7 @@ def _standalone_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
     p.add_argument("--d-steps", type=int, default=d.d_steps,
                    help="discriminator updates per generator update")
-    p.add_argument("--lr-g", type=float, default=d.lr_g, help="generator Adam learning rate")
-    p.add_argument("--lr-d", type=float, default=d.lr_d, help="discriminator Adam learning rate")
-    p.add_argument("--beta1", type=float, default=d.beta1, help="Adam beta1")
-    p.add_argument("--beta2", type=float, default=d.beta2, help="Adam beta2")
+    add_optimizer_arguments(p, d)
     p.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="evaluate every K steps (0: only at start and end)")
     p.add_argument("--fid-backend", default=d.fid_backend, choices=["classifier", "inception"],
@@ -127,10 +137,7 @@ def _simulate_parser(sub: argparse._SubParsersAction) -> None:
                    help="GAN loss ('' = the preset's paper loss)")
     p.add_argument("--latent-dim", type=int, default=d.latent_dim,
                    help="latent size (0 = the preset's)")
-    p.add_argument("--lr-g", type=float, default=d.lr_g, help="generator Adam learning rate")
-    p.add_argument("--lr-d", type=float, default=d.lr_d, help="discriminator Adam learning rate")
-    p.add_argument("--beta1", type=float, default=d.beta1, help="Adam beta1")
-    p.add_argument("--beta2", type=float, default=d.beta2, help="Adam beta2")
+    add_optimizer_arguments(p, d)
     p.add_argument("--d-steps", type=int, default=d.d_steps,
                    help="discriminator updates per generator update")
     p.add_argument("--sampling", default=d.sampling, choices=list(SAMPLINGS),

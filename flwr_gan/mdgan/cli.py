@@ -17,6 +17,7 @@ from flwr_gan.mdgan.simulation import MDGANSimulationConfig
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add MD-GAN's simulation flags to ``parser`` (and return it)."""
+    from flwr_gan.cli import add_optimizer_arguments
     from flwr_gan.models import PRESETS
 
     d = MDGANSimulationConfig()
@@ -37,10 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--model", default=d.model, choices=sorted(PRESETS), help="model preset")
     a("--loss", default=d.loss, choices=["bce", "lsgan"], help="GAN loss (preset's default)")
     a("--latent-dim", type=int, default=d.latent_dim, help="latent size (preset's default)")
-    a("--lr-g", type=float, default=d.lr_g, help="generator Adam learning rate")
-    a("--lr-d", type=float, default=d.lr_d, help="discriminator Adam learning rate")
-    a("--beta1", type=float, default=d.beta1, help="Adam beta1")
-    a("--beta2", type=float, default=d.beta2, help="Adam beta2")
+    add_optimizer_arguments(parser, d)
     a("--mode", default=d.mode, choices=MODES,
       help="sync (the paper) or pipelined (asynchronous, bounded staleness)")
     a("--max-staleness", type=int, default=d.max_staleness,
