@@ -347,8 +347,8 @@ def run_server(grid: Grid, cfg: FederatedConfig, *, num_nodes: int,
 
     def evaluate(r: int, current: ArrayRecord) -> dict[str, Any]:
         load_arrays(gen, current, GENERATOR)
-        result = evaluator.evaluate(gen)
-        run.save_samples(evaluator.samples(gen)[:64], r)
+        result, fake = evaluator.evaluate_with_samples(gen)
+        run.save_samples(fake[:64], r)
         return {"fid": result.fid, "score": result.score, "extractor": result.extractor}
 
     def on_round(server_round: int, current: ArrayRecord) -> MetricRecord | None:

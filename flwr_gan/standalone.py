@@ -148,8 +148,8 @@ def run_standalone(cfg: StandaloneConfig) -> RunResult:
     examples = 0
 
     def evaluate(step: int, d_loss: float | None, g_loss: float | None) -> dict[str, Any]:
-        result = evaluator.evaluate(gen)
-        run.save_samples(evaluator.samples(gen)[:64], step, prefix="step")
+        result, fake = evaluator.evaluate_with_samples(gen)
+        run.save_samples(fake[:64], step, prefix="step")
         record = {
             "round": step, "step": step, "fid": result.fid, "score": result.score,
             "extractor": result.extractor, "d_loss": d_loss, "g_loss": g_loss,

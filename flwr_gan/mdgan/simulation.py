@@ -172,8 +172,8 @@ def run_mdgan_simulation(cfg: MDGANSimulationConfig) -> MDGANRunResult:
 
     def evaluate(iteration: int, generator: torch.nn.Module) -> dict[str, Any]:
         assert evaluator is not None
-        result = evaluator.evaluate(generator)
-        run.save_samples(evaluator.samples(generator)[:64], iteration)
+        result, fake = evaluator.evaluate_with_samples(generator)
+        run.save_samples(fake[:64], iteration)
         last_fid["fid"] = result.fid
         return {"fid": result.fid, "score": result.score, "extractor": result.extractor}
 

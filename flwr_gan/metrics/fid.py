@@ -186,6 +186,10 @@ class GeneratorEvaluator:
 
     def evaluate(self, generator: nn.Module) -> EvalResult:
         """Return FID (and classifier score) of ``generator``'s samples."""
+        return self.evaluate_with_samples(generator)[0]
+
+    def evaluate_with_samples(self, generator: nn.Module) -> tuple[EvalResult, torch.Tensor]:
+        """Return the evaluation and the samples it scored (e.g. for a sample grid)."""
         fake = self.samples(generator)
         if not torch.isfinite(fake).all():
             raise ValueError("The generator produced NaN/inf samples: it has diverged.")
@@ -193,4 +197,4 @@ class GeneratorEvaluator:
         score = None
         if self.classifier is not None:
             score = classifier_score(self.classifier.features_and_probs(fake)[1])
-        return EvalResult(fid, score, self.extractor.name, self.n_fake, self.n_real)
+        return EvalResult(fid, score, self.extractor.name, self.n_fake, self.n_real), fake
