@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fegan_common import RESULTS, run_measured
 
-from flwr_gan.rundir import plot_fid_curves, read_metrics
+from flwr_gan.runtime.rundir import plot_fid_curves, read_metrics
 
 RUNS = {
     "FL-GAN": ["--algorithm", "flgan"],

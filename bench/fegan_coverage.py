@@ -21,7 +21,7 @@ import json
 import numpy as np
 from fegan_common import RESULTS
 
-from flwr_gan.node_data import DataConfig, dataset_partition, load_training_set
+from flwr_gan.data.node import DataConfig, dataset_partition, load_training_set
 from flwr_gan.strategy import (
     BalancedSampler,
     SeenData,

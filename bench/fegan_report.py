@@ -12,7 +12,7 @@ import json
 import numpy as np
 from fegan_common import RESULTS
 
-from flwr_gan.rundir import plot_fid_curves
+from flwr_gan.runtime.rundir import plot_fid_curves
 
 
 def main() -> None:

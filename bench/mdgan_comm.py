@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr_gan.mdgan.simulation import MDGANSimulationConfig, run_mdgan_simulation
-from flwr_gan.models import build_models, count_parameters
+from flwr_gan.core.models import build_models, count_parameters
 
 SHAPE = (1, 28, 28)
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from flwr_gan.mdgan.simulation import MDGANSimulationConfig, run_mdgan_simulation
-from flwr_gan.rundir import plot_fid_curves, read_metrics
+from flwr_gan.runtime.rundir import plot_fid_curves, read_metrics
 from flwr_gan.standalone import StandaloneConfig, run_standalone
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from flwr_gan.models import PRESETS, build_models, count_parameters
-from flwr_gan.training import GANTrainer, infinite_batches
+from flwr_gan.core.models import PRESETS, build_models, count_parameters
+from flwr_gan.core.training import GANTrainer, infinite_batches
 
 
 def main() -> None:

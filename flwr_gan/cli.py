@@ -31,7 +31,7 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser, defaults: Any) -> N
 
 
 def _standalone_parser(sub: argparse._SubParsersAction) -> None:
-    from flwr_gan.models import PRESETS
+    from flwr_gan.core.models import PRESETS
     from flwr_gan.standalone import StandaloneConfig
 
     d = StandaloneConfig()
@@ -89,7 +89,7 @@ def _run_standalone(args: argparse.Namespace) -> int:
 
 
 def _simulate_parser(sub: argparse._SubParsersAction) -> None:
-    from flwr_gan.models import PRESETS
+    from flwr_gan.core.models import PRESETS
     from flwr_gan.server_app import FederatedConfig
     from flwr_gan.simulation import ALGORITHMS
     from flwr_gan.strategy import SAMPLINGS, SCHEMES
@@ -233,7 +233,7 @@ def _models_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from flwr_gan.models import PRESETS, build_models, count_parameters
+    from flwr_gan.core.models import PRESETS, build_models, count_parameters
 
     print(f"{'preset':<10} {'shape':<9} {'loss':<6} {'G params':>10} {'D params':>10}  about")
     for name, spec in PRESETS.items():

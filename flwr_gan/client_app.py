@@ -7,7 +7,7 @@ Message types
     ``generator.*`` / ``discriminator.*``) and a ConfigRecord with the model
     settings and this node's load (``local-steps`` ``E_k``, ``batch-size``
     ``B_k``); trains ``E_k`` GAN steps on the node's own images with the shared
-    training core (:class:`flwr_gan.training.GANTrainer`, fresh Adam per round)
+    training core (:class:`flwr_gan.core.training.GANTrainer`, fresh Adam per round)
     and replies with the updated arrays and a MetricRecord: ``num-examples``,
     ``d-loss``, ``g-loss``, ``compute-s``, ``local-steps``, ``batch-size``.
     A diverging loss (NaN) raises, so the server gets an error reply and never
@@ -17,7 +17,7 @@ Message types
     (:mod:`flwr_gan.strategy.metadata`), used by FeGAN's sampling, weighting
     and load assignment.
 
-Which images a node trains on is decided by :func:`flwr_gan.node_data.node_training_data`
+Which images a node trains on is decided by :func:`flwr_gan.data.node.node_training_data`
 (``data-path`` on an edge device, ``partition-id``/``num-partitions`` in
 simulation). Another Flower project can register these handlers in its own
 ClientApp::
@@ -42,12 +42,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from flwr_gan.core.models import PRESETS, build_models
+from flwr_gan.core.training import GANTrainer, OptimizerConfig, infinite_batches
 from flwr_gan.data import ImageDataset
-from flwr_gan.models import PRESETS, build_models
-from flwr_gan.node_data import ConfigValue, DataConfig, node_training_data
-from flwr_gan.records import DISCRIMINATOR, GENERATOR, load_arrays, models_to_arrays
+from flwr_gan.data.node import ConfigValue, DataConfig, device_key, node_training_data
+from flwr_gan.runtime.records import DISCRIMINATOR, GENERATOR, load_arrays, models_to_arrays
 from flwr_gan.strategy.metadata import METADATA_KEY
-from flwr_gan.training import GANTrainer, OptimizerConfig, infinite_batches
 
 ARRAYS_KEY = "arrays"
 CONFIG_KEY = "config"
@@ -87,17 +87,6 @@ class ClientSettings:
 
 def _node_data(context: Context, settings: ClientSettings) -> ImageDataset:
     return node_training_data(context.node_config, settings.data_config(context.run_config))
-
-
-def device_key(node_config: Mapping[str, ConfigValue], node_id: int) -> str:
-    """Return the stable name of this device (``device-id``, partition or data path)."""
-    if "device-id" in node_config:
-        return str(node_config["device-id"])
-    if "partition-id" in node_config:
-        return f"partition-{int(node_config['partition-id'])}"
-    if "data-path" in node_config:
-        return f"path-{node_config['data-path']}"
-    return f"node-{node_id}"
 
 
 def _total_memory_mb() -> float:
@@ -170,9 +159,9 @@ def handle_train(msg: Message, context: Context,
     ------
     KeyError
         If the message lacks its ArrayRecord.
-    flwr_gan.records.InvalidUpdateError
+    flwr_gan.runtime.records.InvalidUpdateError
         If the received arrays do not fit the configured model preset.
-    flwr_gan.training.NonFiniteLossError
+    flwr_gan.core.training.NonFiniteLossError
         If training diverges (Flower turns it into an error reply).
     """
     settings = settings or ClientSettings()

@@ -29,16 +29,21 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from flwr_gan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, tensors_to_arrays
+from flwr_gan.core.models import PRESETS, build_models, count_parameters
+from flwr_gan.core.training import OptimizerConfig
 from flwr_gan.data import load_dataset
-from flwr_gan.models import PRESETS, build_models, count_parameters
-from flwr_gan.node_data import ConfigValue, DataConfig, load_training_set
-from flwr_gan.records import DISCRIMINATOR, GENERATOR, load_arrays, models_to_arrays
+from flwr_gan.data.node import ConfigValue, DataConfig, load_training_set
 from flwr_gan.runconfig import run_config_kwargs
-from flwr_gan.rundir import RunDirectory, read_metrics
+from flwr_gan.runtime.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    tensors_to_arrays,
+)
+from flwr_gan.runtime.records import DISCRIMINATOR, GENERATOR, load_arrays, models_to_arrays
+from flwr_gan.runtime.rundir import RunDirectory, read_metrics
+from flwr_gan.runtime.telemetry import LinkModel
 from flwr_gan.strategy import FLGAN, SAMPLINGS, SCHEMES, FeGAN
-from flwr_gan.telemetry import LinkModel
-from flwr_gan.training import OptimizerConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ class FederatedConfig:
     algorithm : str
         ``fegan`` or ``flgan``.
     dataset, data_dir, partition, partition_seed, max_class, max_samples, alpha
-        Data settings (:class:`flwr_gan.node_data.DataConfig`); the FeGAN
+        Data settings (:class:`flwr_gan.data.node.DataConfig`); the FeGAN
         engine with ``max_class=3, max_samples=500`` fills 176 MNIST devices.
     num_clients : int
         Simulated devices (``simulate`` only; ``flwr run`` uses the federation's).

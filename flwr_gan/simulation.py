@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flwr_gan.client_app import ClientSettings, make_client_app
-from flwr_gan.node_data import dataset_partition
+from flwr_gan.data.node import dataset_partition
 from flwr_gan.server_app import FL_ALGORITHMS, FederatedConfig, ServerOutcome, make_server_app
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 One generator and one discriminator trained on the whole training set with
 the shared training core, evaluated at step 0, every ``eval_every`` steps and
-at the end, writing the standard run directory (:mod:`flwr_gan.rundir`).
+at the end, writing the standard run directory (:mod:`flwr_gan.runtime.rundir`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from flwr_gan.core.models import PRESETS, build_models, count_parameters
+from flwr_gan.core.training import GANTrainer, OptimizerConfig, infinite_batches
 from flwr_gan.data import load_dataset
 from flwr_gan.metrics.fid import GeneratorEvaluator
-from flwr_gan.models import PRESETS, build_models, count_parameters
-from flwr_gan.rundir import RunDirectory
-from flwr_gan.training import GANTrainer, OptimizerConfig, infinite_batches
+from flwr_gan.runtime.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class StandaloneConfig:
     data_dir : str, optional
         Local folder holding the raw data set.
     model : str
-        Model preset (:data:`flwr_gan.models.PRESETS`).
+        Model preset (:data:`flwr_gan.core.models.PRESETS`).
     loss : str, optional
         ``bce`` or ``lsgan``; the preset's paper loss when omitted.
     steps : int

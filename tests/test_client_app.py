@@ -12,9 +12,9 @@ from flwr_gan.client_app import (
     is_weak_device,
     make_client_app,
 )
-from flwr_gan.models import build_models
-from flwr_gan.node_data import DataConfig, dataset_partition
-from flwr_gan.records import InvalidUpdateError, models_to_arrays
+from flwr_gan.core.models import build_models
+from flwr_gan.data.node import DataConfig, dataset_partition
+from flwr_gan.runtime.records import InvalidUpdateError, models_to_arrays
 from tests.fegan_fakes import set_task_identity
 
 DATA = DataConfig(partition="fegan", max_class=3, max_samples=100)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from flwr_gan.losses import get_loss
+from flwr_gan.core.losses import get_loss
 
 
 def test_bce_values():

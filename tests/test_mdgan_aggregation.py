@@ -12,8 +12,8 @@ from flwr_gan.mdgan.aggregation import (
     check_feedback,
     generator_update,
 )
-from flwr_gan.models import build_models
-from flwr_gan.training import OptimizerConfig, make_optimizer
+from flwr_gan.core.models import build_models
+from flwr_gan.core.training import OptimizerConfig, make_optimizer
 
 
 def test_check_feedback_rejects_bad_input_with_reasons() -> None:

@@ -18,14 +18,14 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from flwr_gan.losses import get_loss
+from flwr_gan.core.losses import get_loss
 from flwr_gan.mdgan import MDGANConfig, MDGANServer, make_client_app, register_handlers
 from flwr_gan.mdgan.assignment import real_batch_indices
 from flwr_gan.mdgan.client import worker_seed
-from flwr_gan.models import build_models, count_parameters
-from flwr_gan.node_data import DataConfig, node_training_data
-from flwr_gan.records import load_arrays
-from flwr_gan.training import (
+from flwr_gan.core.models import build_models, count_parameters
+from flwr_gan.data.node import DataConfig, node_training_data
+from flwr_gan.runtime.records import load_arrays
+from flwr_gan.core.training import (
     OptimizerConfig,
     discriminator_step,
     generator_step,
@@ -53,7 +53,7 @@ def _initial_models(seed: int, model: str = "small") -> tuple[torch.nn.Module, t
 def _real_batch(pid: int, n: int, node_id: int, seed: int, b: int, it: int) -> torch.Tensor:
     node = {"partition-id": pid, "num-partitions": n}
     images = node_training_data(node, DataConfig()).to_tensor()
-    idx = real_batch_indices(images.size(0), b, it, worker_seed(seed, node_id))
+    idx = real_batch_indices(images.size(0), b, it, worker_seed(seed, f"partition-{pid}"))
     return images[torch.as_tensor(idx)]
 
 
@@ -117,7 +117,7 @@ def test_n3_update_is_gradient_of_averaged_generator_loss() -> None:
     gen0 = copy.deepcopy(server.generator)
     z = torch.randn(2 * b, 32, generator=torch.Generator().manual_seed(seed))
     server.run()
-    assert server.records[-1]["nodes"] == [101, 102, 103]
+    assert server.records[-1]["nodes"] == ["partition-0", "partition-1", "partition-2"]
     discs = [_worker_disc(grid, node) for node in (101, 102, 103)]
     # paper rule, n = 1..3, kappa = 2: X_g = X^(n mod 2 + 1) -> batches 1, 0, 1
     ref = _reference_grad(gen0, discs, z, [1, 0, 1], b)
@@ -156,10 +156,10 @@ def test_bad_feedback_is_rejected_reported_and_never_applied() -> None:
     server.cfg = MDGANConfig(**{**cfg.__dict__, "iterations": 1})
     server.run()
     rec = server.records[-1]
-    assert rec["nodes"] == [101]
+    assert rec["nodes"] == ["partition-0"]
     reasons = {r["node"]: r["reason"] for r in rec["rejected"]}
-    assert set(reasons) == {102, 103}
-    assert "NaN" in reasons[102] and "shape" in reasons[103]
+    assert set(reasons) == {"partition-1", "partition-2"}
+    assert "NaN" in reasons["partition-1"] and "shape" in reasons["partition-2"]
     assert server.alive == [101, 102, 103]  # rejected, not dropped
     ref = _reference_grad(gen0, [_worker_disc(grid, 101)], z, [0], b)
     for r, p in zip(ref, server.generator.parameters(), strict=True):
@@ -182,8 +182,9 @@ def test_crash_schedule_timeouts_and_fail_stop() -> None:
     assert len(crashed) == 2
     for rec in server.records[3:]:
         assert not set(rec["nodes"]) & set(crashed)  # their data left with them
-    for node in crashed:  # fail-stop: the worker refuses everything afterwards
-        state = grid.contexts[node].state.config_records["mdgan.meta"]
+    node_of = {key: node for node, key in server.keys.items()}
+    for key in crashed:  # fail-stop: the worker refuses everything afterwards
+        state = grid.contexts[node_of[key]].state.config_records["mdgan.meta"]
         assert int(state["crashed-at"]) in (2, 4)
     assert all(r["updated"] for r in server.records)
 
@@ -264,6 +265,6 @@ def test_subset_sampling_uses_fewer_discriminators_per_iteration() -> None:
     assert all(len(r["nodes"]) == 2 for r in server.records)
     assert len({tuple(r["nodes"]) for r in server.records}) > 1  # the subset changes
     touched = {n for r in server.records for n in r["nodes"]}
-    assert touched == {101, 102, 103, 104}
+    assert touched == {f"partition-{i}" for i in range(4)}
     for rec in server.records:  # only the participants' messages were sent
         assert rec["messages"] == 2

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from flwr_gan.models import PRESETS, build_models, count_parameters, validate_image_shape
+from flwr_gan.core.models import PRESETS, build_models, count_parameters, validate_image_shape
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

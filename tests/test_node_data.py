@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flwr_gan.node_data import DataConfig, dataset_partition, node_training_data
+from flwr_gan.data.node import DataConfig, dataset_partition, node_training_data
 
 
 def test_run_config_roundtrip_and_types():

@@ -3,8 +3,8 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
-from flwr_gan.models import build_models
-from flwr_gan.records import (
+from flwr_gan.core.models import build_models
+from flwr_gan.runtime.records import (
     InvalidUpdateError,
     arrays_nbytes,
     load_arrays,

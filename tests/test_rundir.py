@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from flwr_gan.rundir import RunDirectory, RunDirectoryError, plot_fid_curves, read_metrics
+from flwr_gan.runtime.rundir import RunDirectory, RunDirectoryError, plot_fid_curves, read_metrics
 
 
 def test_layout_and_records(tmp_path):

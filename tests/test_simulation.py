@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from flwr_gan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from flwr_gan.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from flwr_gan.cli import build_parser, main
 from flwr_gan.client_app import ClientSettings, make_client_app
-from flwr_gan.rundir import read_metrics
+from flwr_gan.runtime.rundir import read_metrics
 from flwr_gan.server_app import FederatedConfig, run_server
 from flwr_gan.simulation import run_simulation_command
 from tests.fegan_fakes import InProcessGrid, set_task_identity

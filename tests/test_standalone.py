@@ -5,7 +5,7 @@ import json
 import pytest
 
 from flwr_gan.cli import main
-from flwr_gan.rundir import read_metrics
+from flwr_gan.runtime.rundir import read_metrics
 
 
 @pytest.fixture(scope="module")

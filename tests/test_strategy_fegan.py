@@ -134,9 +134,9 @@ def test_fegan_with_the_real_client_app_learns_mnist(monkeypatch):
     from flwr_gan.client_app import ClientSettings, make_client_app
     from flwr_gan.data import load_dataset
     from flwr_gan.metrics.fid import GeneratorEvaluator
-    from flwr_gan.models import build_models
-    from flwr_gan.node_data import DataConfig, load_training_set
-    from flwr_gan.records import load_arrays, models_to_arrays
+    from flwr_gan.core.models import build_models
+    from flwr_gan.data.node import DataConfig, load_training_set
+    from flwr_gan.runtime.records import load_arrays, models_to_arrays
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -160,7 +160,7 @@ def test_fegan_with_the_real_client_app_learns_mnist(monkeypatch):
 
 def test_real_client_metadata_matches_partition():
     from flwr_gan.client_app import ClientSettings, make_client_app
-    from flwr_gan.node_data import DataConfig, dataset_partition
+    from flwr_gan.data.node import DataConfig, dataset_partition
 
     data = DataConfig(partition="fegan", max_class=3, max_samples=100)
     grid = InProcessGrid(make_client_app(ClientSettings(data=data)), 6)

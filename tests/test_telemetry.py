@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from flwr_gan.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
+from flwr_gan.runtime.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 
 
 def test_content_size_tracks_payload():

@@ -3,9 +3,9 @@ import copy
 import pytest
 import torch
 
-from flwr_gan.losses import get_loss
-from flwr_gan.models import build_models
-from flwr_gan.training import (
+from flwr_gan.core.losses import get_loss
+from flwr_gan.core.models import build_models
+from flwr_gan.core.training import (
     GANTrainer,
     NonFiniteLossError,
     OptimizerConfig,

@@ -11,7 +11,7 @@ applied). Accepted feedbacks are turned into one generator update by
     of its batch-mean generator loss (so it already holds the paper's
     ``1/b``), the feedbacks on a shared batch are summed, divided by the
     number ``N`` of accepted workers, and back-propagated through G in ONE
-    backward pass (:func:`flwr_gan.training.apply_feedback`). This is exactly
+    backward pass (:func:`flwr_gan.core.training.apply_feedback`). This is exactly
     the gradient of the average of the workers' generator losses.
 ``median`` / ``trimmed-mean`` (paper §VII-3, byzantine robustness)
     Each worker's feedback is back-propagated separately into a per-worker
@@ -30,8 +30,8 @@ import torch
 from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 from torch import nn
 
-from flwr_gan.records import InvalidUpdateError
-from flwr_gan.training import apply_feedback
+from flwr_gan.core.training import apply_feedback
+from flwr_gan.runtime.records import InvalidUpdateError
 
 AGGREGATIONS = ("mean", "median", "trimmed-mean")
 

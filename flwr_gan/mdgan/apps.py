@@ -2,7 +2,7 @@
 
 ``server_app`` reads every MD-GAN setting from the run config (kebab-case
 keys of :class:`~flwr_gan.mdgan.server.MDGANConfig`, plus the data keys of
-:class:`~flwr_gan.node_data.DataConfig`), waits for ``num-workers`` nodes,
+:class:`~flwr_gan.data.node.DataConfig`), waits for ``num-workers`` nodes,
 trains, and saves the generator to ``out-dir`` (default ``mdgan-out``) with
 ``metrics.jsonl``. ``client_app`` is the MD-GAN worker.
 """

@@ -18,7 +18,7 @@ from flwr_gan.mdgan.simulation import MDGANSimulationConfig
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add MD-GAN's simulation flags to ``parser`` (and return it)."""
     from flwr_gan.cli import add_optimizer_arguments
-    from flwr_gan.models import PRESETS
+    from flwr_gan.core.models import PRESETS
 
     d = MDGANSimulationConfig()
     a = parser.add_argument

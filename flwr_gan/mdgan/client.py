@@ -20,12 +20,13 @@ iterations in the node's ``context.state``. Two message types:
 A message with ``crash = True`` (the paper's crash experiment) makes the
 worker fail-stop: it raises now and on every later message.
 
-All GAN math goes through :mod:`flwr_gan.training`.
+All GAN math goes through :mod:`flwr_gan.core.training`.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -38,11 +39,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from torch import nn
 
+from flwr_gan.core.models import build_models
+from flwr_gan.core.training import GANTrainer, OptimizerConfig
+from flwr_gan.data.node import DataConfig, device_key, node_training_data
 from flwr_gan.mdgan.assignment import real_batch_indices
-from flwr_gan.models import build_models
-from flwr_gan.node_data import DataConfig, node_training_data
-from flwr_gan.records import load_arrays, models_to_arrays
-from flwr_gan.training import GANTrainer, OptimizerConfig
+from flwr_gan.runtime.records import load_arrays, models_to_arrays
+from flwr_gan.runtime.relay import IDENTITY_KEY
 
 STEP = "mdgan_step"
 INFO = "mdgan_info"
@@ -76,14 +78,19 @@ def _local_images(
 
 
 def local_images(context: Context, cfg: DataConfig) -> torch.Tensor:
-    """Return the images the node trains on (see :func:`flwr_gan.node_data.node_training_data`)."""
+    """Return the images the node trains on (see :func:`flwr_gan.data.node.node_training_data`)."""
     items = tuple(sorted((str(k), v) for k, v in context.node_config.items()))
     return _local_images(items, cfg)
 
 
-def worker_seed(seed: int, node_id: int) -> int:
-    """Return the seed of a worker's real-batch order (run seed and node id)."""
-    return seed * 100_003 + node_id % 100_003
+def worker_seed(seed: int, key: str) -> int:
+    """Return the seed of a worker's real-batch order (run seed and device key).
+
+    Keyed by the device key (the partition id in simulation), never by Flower's
+    node id, which is random per run.
+    """
+    digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def optimizer_to_arrays(optimizer: torch.optim.Optimizer) -> ArrayRecord:
@@ -151,7 +158,7 @@ def mdgan_step(msg: Message, context: Context) -> Message:
     ------
     WorkerCrashedError
         When told to crash (or crashed earlier).
-    flwr_gan.records.InvalidUpdateError
+    flwr_gan.runtime.records.InvalidUpdateError
         When a relayed discriminator is malformed (the local one is kept).
     """
     config: Any = msg.content.config_records["config"]
@@ -175,7 +182,8 @@ def mdgan_step(msg: Message, context: Context) -> Message:
     images = local_images(context, cfg)
     b = int(config["batch-size"])
     idx = real_batch_indices(images.size(0), b, iteration - 1,
-                             seed=worker_seed(int(config["seed"]), int(context.node_id)))
+                             seed=worker_seed(int(config["seed"]),
+                                             device_key(context.node_config, context.node_id)))
     real = images[torch.as_tensor(idx)]
     batches = msg.content.array_records["batches"]
     x_g = torch.as_tensor(np.array(batches["x_g"].numpy()))
@@ -209,7 +217,8 @@ def mdgan_info(msg: Message, context: Context) -> Message:
         raise WorkerCrashedError("worker crashed earlier (fail-stop)")
     images = local_images(context, data_config(config, context.run_config))
     metrics = MetricRecord({"num-examples": int(images.size(0))})
-    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+    identity = ConfigRecord({"device-key": device_key(context.node_config, context.node_id)})
+    return Message(RecordDict({"metrics": metrics, IDENTITY_KEY: identity}), reply_to=msg)
 
 
 def register_handlers(app: ClientApp) -> ClientApp:

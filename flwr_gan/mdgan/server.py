@@ -1,7 +1,7 @@
 """MD-GAN server: the generator and a custom Flower ``Grid`` loop.
 
 The server holds the single generator and its Adam optimizer (through a
-:class:`~flwr_gan.training.GANTrainer` without discriminator). Two modes:
+:class:`~flwr_gan.core.training.GANTrainer` without discriminator). Two modes:
 
 ``sync`` (the paper, Algorithm 1)
     Each global iteration generates ``kappa`` batches in one forward pass,
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,6 +39,9 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from flwr_gan.core.models import PRESETS, build_models
+from flwr_gan.core.training import GANTrainer, OptimizerConfig
+from flwr_gan.data.node import DataConfig
 from flwr_gan.mdgan.aggregation import (
     AGGREGATIONS,
     Feedback,
@@ -56,12 +59,10 @@ from flwr_gan.mdgan.assignment import (
     swap_period,
 )
 from flwr_gan.mdgan.client import INFO_TYPE, STEP_TYPE
-from flwr_gan.models import PRESETS, build_models
-from flwr_gan.node_data import DataConfig
-from flwr_gan.records import InvalidUpdateError, arrays_nbytes, check_state, split_arrays
 from flwr_gan.runconfig import run_config_kwargs
-from flwr_gan.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
-from flwr_gan.training import GANTrainer, OptimizerConfig
+from flwr_gan.runtime.records import InvalidUpdateError, arrays_nbytes, check_state, split_arrays
+from flwr_gan.runtime.relay import Relay, Reply, read_reply, short_reason
+from flwr_gan.runtime.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 
 log = logging.getLogger(__name__)
 
@@ -299,64 +300,38 @@ class MDGANServer:
         self.virtual_s = 0.0
         self.compute_s = 0.0
         self.events: list[dict[str, Any]] = []
+        self.keys: dict[int, str] = {}
+        self.relay = Relay(grid, timeout=config.timeout, poll_interval=config.poll_interval)
 
-    # -- Flower plumbing --------------------------------------------------
+    # -- Flower plumbing (the shared relay) --------------------------------
 
     def _message(self, node: int, mtype: str, content: RecordDict, group: str) -> Message:
-        return Message(content, node, mtype, group_id=group, ttl=max(self.cfg.timeout, 60.0))
+        return self.relay.message(node, mtype, content, group)
 
-    def _push(self, messages: Sequence[Message]) -> list[str]:
-        return [str(m) for m in self.grid.push_messages(messages)]
-
-    def _pull(self, ids: Sequence[str]) -> list[Message]:
-        return list(self.grid.pull_messages(ids)) if ids else []
-
-    def _exchange(self, messages: Sequence[Message]) -> dict[str, Message | None]:
-        """Push and poll (every ``poll_interval``) until all replied or the timeout."""
-        ids = self._push(messages)
-        waiting = set(ids)
-        replies: dict[str, Message] = {}
-        deadline = time.perf_counter() + self.cfg.timeout
-        while waiting and time.perf_counter() < deadline:
-            for reply in self._pull(sorted(waiting)):
-                rid = reply.metadata.reply_to_message_id
-                if rid in waiting:
-                    replies[rid] = reply
-                    waiting.discard(rid)
-            if waiting:
-                time.sleep(self.cfg.poll_interval)
-        return {i: replies.get(i) for i in ids}
+    def key(self, node: int) -> str:
+        """Return the device key of ``node`` (what records name; stable across runs)."""
+        return self.keys.get(node, f"node-{node}")
 
     def connect(self) -> list[int]:
-        """Wait for the workers, ask each for its data-set size; return the live node ids."""
-        want = max(self.cfg.num_workers, 1)
-        deadline = time.perf_counter() + self.cfg.node_wait_s
-        nodes = sorted(int(n) for n in self.grid.get_node_ids())
-        while len(nodes) < want and time.perf_counter() < deadline:
-            time.sleep(0.2)
-            nodes = sorted(int(n) for n in self.grid.get_node_ids())
-        if len(nodes) < want:
-            raise RuntimeError(f"only {len(nodes)} of {want} workers connected within "
-                               f"{self.cfg.node_wait_s:.0f} s")
-        if self.cfg.num_workers:
-            nodes = nodes[: self.cfg.num_workers]
-        content = {n: RecordDict({"config": ConfigRecord(self.cfg.worker_config())})
-                   for n in nodes}
-        msgs = [self._message(n, INFO_TYPE, content[n], "0") for n in nodes]
-        replies = self._exchange(msgs)
-        for msg, reply in zip(msgs, replies.values(), strict=True):
-            node = msg.metadata.dst_node_id
-            if reply is None or reply.has_error():
-                reason = "timeout" if reply is None else reply.error.reason
-                self.events.append({"iteration": 0, "node": node, "event": "dropped",
-                                    "reason": reason})
-                log.warning("worker %s unavailable at start: %s", node, reason)
-                continue
+        """Wait for the workers, ask each for its identity and data-set size.
+
+        Workers are ordered (and, with ``num_workers``, chosen) by device key,
+        so which worker gets which batches does not depend on Flower's node ids.
+        Returns the live node ids in that order.
+        """
+        def dropped(node: int, reason: str) -> None:
+            self.events.append({"iteration": 0, "node": f"node-{node}", "event": "dropped",
+                                "reason": reason})
+            log.warning("worker %s unavailable at start: %s", node, reason)
+
+        found = self.relay.connect(INFO_TYPE, self.cfg.worker_config(),
+                                   want=self.cfg.num_workers, wait_s=self.cfg.node_wait_s,
+                                   on_drop=dropped)
+        for key, node, reply in found:
             info: Any = reply.content.metric_records["metrics"]
+            self.keys[node] = key
             self.local_sizes[node] = int(info["num-examples"])
             self.alive.append(node)
-        if not self.alive:
-            raise RuntimeError("no worker answered the MD-GAN handshake")
         m = int(np.median(list(self.local_sizes.values())))
         self.period = swap_period(m, self.cfg.swap_epochs, self.cfg.batch_size)
         if self.cfg.crash_schedule:
@@ -390,26 +365,23 @@ class MDGANServer:
         if node in self.alive:
             self.alive.remove(node)
         self.pending_disc.pop(node, None)
-        info = {"node": node, "reason": _short(reason)}
+        info = {"node": self.key(node), "reason": short_reason(reason)}
         interval.dropped.append(info)
         self.events.append({"iteration": iteration, "event": "dropped", **info})
         log.info("iteration %d: worker %s dropped (%s)", iteration, node, reason[:120])
 
     def _read_reply(
-        self, sent: _Sent, reply: Message | None, iteration: int, interval: _Interval,
+        self, sent: _Sent, got: Reply, iteration: int, interval: _Interval,
         expected: tuple[int, ...],
     ) -> tuple[torch.Tensor | None, ArrayRecord | None]:
         """Account a reply; return its validated feedback and relayable discriminator."""
         interval.messages += 1
-        if reply is None:
+        if not got.ok or got.message is None:
             interval.add_cost(sent.node, 0.0, sent.bytes_down, 0)
-            self._drop(sent.node, f"no reply within {self.cfg.timeout:g} s", iteration, interval)
+            self._drop(sent.node, got.reason, iteration, interval)
             return None, None
-        if reply.has_error():
-            interval.add_cost(sent.node, 0.0, sent.bytes_down, 0)
-            self._drop(sent.node, f"failed: {reply.error.reason}", iteration, interval)
-            return None, None
-        up = content_nbytes(reply.content)
+        reply = got.message
+        up = got.bytes_up
         interval.bytes_up += up
         metrics: Any = reply.content.metric_records.get("metrics")
         compute = float(metrics["compute-s"]) if metrics and "compute-s" in metrics else 0.0
@@ -423,8 +395,8 @@ class MDGANServer:
                 check_state(self.reference_disc.state_dict(), split_arrays(disc_out,
                             "discriminator"), what=f"worker {sent.node} discriminator")
             except InvalidUpdateError as err:
-                interval.rejected.append({"node": sent.node, "reason": str(err)[:300],
-                                          "what": "discriminator"})
+                interval.rejected.append({"node": self.key(sent.node),
+                                          "reason": str(err)[:300], "what": "discriminator"})
                 disc_out = None
         try:
             record = reply.content.array_records.get("feedback")
@@ -435,10 +407,10 @@ class MDGANServer:
             values = np.array(arr.numpy())
             check_feedback(values, expected, worker=f"worker {sent.node}")
         except (InvalidFeedbackError, ValueError, TypeError) as err:
-            interval.rejected.append({"node": sent.node, "reason": str(err)[:300],
+            interval.rejected.append({"node": self.key(sent.node), "reason": str(err)[:300],
                                       "what": "feedback"})
             self.events.append({"iteration": iteration, "event": "rejected",
-                                "node": sent.node, "reason": str(err)[:300]})
+                                "node": self.key(sent.node), "reason": str(err)[:300]})
             log.warning("iteration %d: %s", iteration, err)
             return None, disc_out
         if metrics is not None:
@@ -466,13 +438,13 @@ class MDGANServer:
         self.virtual_s += iter_virtual
         self.compute_s += sum(compute)
         record: dict[str, Any] = {
-            "round": iteration, "iteration": iteration, "nodes": applied,
+            "round": iteration, "iteration": iteration, "nodes": [self.key(n) for n in applied],
             "alive": len(self.alive), "kappa": kappa,
             "bytes_up": interval.bytes_up, "bytes_down": interval.bytes_down,
             "payload_up": interval.payload_up, "payload_down": interval.payload_down,
             "swap_bytes_up": interval.swap_bytes_up, "swap_bytes_down": interval.swap_bytes_down,
             "swaps": interval.swaps, "messages": interval.messages,
-            "compute_s": {str(c.node_id): c.compute_s for c in costs},
+            "compute_s": {self.key(c.node_id): c.compute_s for c in costs},
             "compute_s_total": float(sum(compute)),
             "compute_s_max": float(max(compute, default=0.0)),
             "server_s": interval.server_s, "handler_s": interval.handler_s,
@@ -550,11 +522,11 @@ class MDGANServer:
                 msgs.append(msg)
                 sent[str(len(msgs) - 1)] = _Sent(node, 0, g, it - 1, time.perf_counter(), nbytes,
                                                  payload, swap_down, swap_now, node in victims)
-            replies = self._exchange(msgs)
+            replies = self.relay.exchange(msgs)
             feedbacks: list[Feedback] = []
             discs: dict[int, ArrayRecord] = {}
             shape = (b, *cfg.image_shape)
-            for j, reply in enumerate(replies.values()):
+            for j, reply in enumerate(replies):
                 s = sent[str(j)]
                 values, disc_out = self._read_reply(s, reply, it, interval, shape)
                 if values is not None:
@@ -571,7 +543,7 @@ class MDGANServer:
             interval.server_s += time.perf_counter() - t1
             self._finish(it, interval, [f.worker for f in feedbacks], kappa,
                          {"mode": "sync", "updated": bool(feedbacks),
-                          "crashed": sorted(victims)})
+                          "crashed": sorted(self.key(v) for v in victims)})
 
     # -- pipelined / asynchronous MD-GAN (paper §VII-1) -------------------
 
@@ -631,17 +603,18 @@ class MDGANServer:
                     msgs.append(self._message(node, STEP_TYPE, content, str(version + 1)))
                     meta.append(_Sent(node, next_wave, g, version, time.perf_counter(), nbytes,
                                       payload, swap_down, send_disc, crash))
-                for mid, s in zip(self._push(msgs), meta, strict=True):
+                for mid, s in zip(self.relay.push(msgs), meta, strict=True):
                     outstanding[mid] = s
                 next_wave += 1
             progressed = False
-            for reply in self._pull(sorted(outstanding)):
+            for reply in self.relay.pull(sorted(outstanding)):
                 mid = reply.metadata.reply_to_message_id
                 if mid not in outstanding:
                     continue
                 s = outstanding.pop(mid)
                 progressed = True
-                values, disc_out = self._read_reply(s, reply, version + 1, interval, shape)
+                values, disc_out = self._read_reply(
+                    s, read_reply(s.node, reply, cfg.timeout), version + 1, interval, shape)
                 if disc_out is not None and s.node in swap_wanted:
                     swap_pool[s.node] = disc_out
                 if values is None:
@@ -692,12 +665,6 @@ class MDGANServer:
         if not self.alive:
             log.warning("every worker has failed: stopping at version %d", version)
         # Replies still in flight are abandoned; their workers simply idle.
-
-
-def _short(reason: str, limit: int = 240) -> str:
-    """Keep the informative tail of an error (Ray prefixes long tracebacks)."""
-    text = " ".join(reason.split())
-    return text if len(text) <= limit else "..." + text[-limit:]
 
 
 def run_mdgan(

@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
+from flwr_gan.core.models import count_parameters
 from flwr_gan.data import load_dataset
+from flwr_gan.data.node import DataConfig
 from flwr_gan.mdgan.client import make_client_app
 from flwr_gan.mdgan.server import MDGANConfig, MDGANServer, run_mdgan
-from flwr_gan.models import count_parameters
-from flwr_gan.node_data import DataConfig
-from flwr_gan.rundir import RunDirectory
+from flwr_gan.runtime.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from flwr_gan.records import InvalidUpdateError
+from flwr_gan.runtime.records import InvalidUpdateError
 
 
 def check_update(reference: ArrayRecord, update: ArrayRecord, *, what: str) -> None:

@@ -33,11 +33,11 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from flwr_gan.runtime.telemetry import LinkModel
 from flwr_gan.strategy.flgan import FLGAN
 from flwr_gan.strategy.load import Load, assign_loads
 from flwr_gan.strategy.sampling import BalancedSampler, random_sample, round_size
 from flwr_gan.strategy.weighting import SCHEMES, combine_weights, kl_scores, kl_weights
-from flwr_gan.telemetry import LinkModel
 
 SAMPLINGS = ("balanced", "random")
 

@@ -36,7 +36,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from flwr_gan.records import InvalidUpdateError
+from flwr_gan.runtime.records import InvalidUpdateError
+from flwr_gan.runtime.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 from flwr_gan.strategy.accounting import SeenData
 from flwr_gan.strategy.aggregate import check_update, weighted_average
 from flwr_gan.strategy.metadata import (
@@ -49,7 +50,6 @@ from flwr_gan.strategy.metadata import (
 )
 from flwr_gan.strategy.sampling import random_sample, round_size
 from flwr_gan.strategy.weighting import kl_divergence
-from flwr_gan.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 
 
 class FLGAN(FedAvg):

@@ -135,3 +135,14 @@ def node_training_data(
     cfg = replace(cfg, data_dir=data_dir)
     part = dataset_partition(cfg, num)
     return load_training_set(cfg.dataset, cfg.data_dir).subset(part.indices[pid])
+
+
+def device_key(node_config: Mapping[str, ConfigValue], node_id: int) -> str:
+    """Return the stable name of this device (``device-id``, partition or data path)."""
+    if "device-id" in node_config:
+        return str(node_config["device-id"])
+    if "partition-id" in node_config:
+        return f"partition-{int(node_config['partition-id'])}"
+    if "data-path" in node_config:
+        return f"path-{node_config['data-path']}"
+    return f"node-{node_id}"

@@ -4,7 +4,7 @@ Every preset adapts to the image shape ``(C, H, W)`` of the data set (square
 images with ``H`` divisible by 4: 28x28x1 for MNIST / Fashion-MNIST, 32x32x3 for
 CIFAR-10). Generators map a latent vector ``z ~ N(0, I)`` to images in
 ``[-1, 1]`` (tanh); discriminators return one raw score (logit) per image, and
-the loss (:mod:`flwr_gan.losses`) decides how it is read.
+the loss (:mod:`flwr_gan.core.losses`) decides how it is read.
 
 Discriminators deliberately contain no batch normalisation: MD-GAN's error
 feedback ``dL/dx`` must be a per-sample quantity, and batch statistics would

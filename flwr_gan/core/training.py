@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flwr_gan.losses import GANLoss, get_loss
+from flwr_gan.core.losses import GANLoss, get_loss
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """GAN losses: non-saturating BCE and least-squares (LSGAN).
 
-Discriminators in :mod:`flwr_gan.models` output raw scores (logits). The loss
+Discriminators in :mod:`flwr_gan.core.models` output raw scores (logits). The loss
 decides how they are read: ``bce`` applies a sigmoid through
 ``binary_cross_entropy_with_logits``; ``lsgan`` regresses them onto 1 (real)
 and 0 (fake) with a mean squared error, as in Mao et al. (2017).

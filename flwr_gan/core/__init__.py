@@ -1,0 +1,1 @@
+"""The one GAN core every family trains with: model presets, losses, training steps."""
