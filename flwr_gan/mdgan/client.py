@@ -43,6 +43,7 @@ from flwr_gan.core.models import build_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig
 from flwr_gan.data.node import DataConfig, device_key, node_training_data
 from flwr_gan.mdgan.assignment import real_batch_indices
+from flwr_gan.runtime.nodestate import load_optimizer_arrays, optimizer_to_arrays
 from flwr_gan.runtime.records import load_arrays, models_to_arrays
 from flwr_gan.runtime.relay import IDENTITY_KEY
 
@@ -91,27 +92,6 @@ def worker_seed(seed: int, key: str) -> int:
     """
     digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def optimizer_to_arrays(optimizer: torch.optim.Optimizer) -> ArrayRecord:
-    """Serialize an Adam optimizer's per-parameter state (moments and step counts)."""
-    arrays: dict[str, Array] = {}
-    for idx, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            tensor = value if torch.is_tensor(value) else torch.tensor(float(value))
-            arrays[f"{idx}.{name}"] = Array(tensor.detach().cpu().numpy())
-    return ArrayRecord(arrays)
-
-
-def load_optimizer_arrays(optimizer: torch.optim.Optimizer, arrays: ArrayRecord) -> None:
-    """Restore per-parameter state saved by :func:`optimizer_to_arrays` (in place)."""
-    sd = optimizer.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, arr in arrays.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = torch.as_tensor(np.array(arr.numpy()))
-    sd["state"] = state
-    optimizer.load_state_dict(sd)
 
 
 @lru_cache(maxsize=4)
