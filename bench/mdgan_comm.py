@@ -22,8 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flwr_gan.mdgan.simulation import MDGANSimulationConfig, run_mdgan_simulation
+from flwr_gan.algorithms import make_settings
 from flwr_gan.core.models import build_models, count_parameters
+from flwr_gan.runtime.simulation import run
 
 SHAPE = (1, 28, 28)
 
@@ -31,10 +32,11 @@ SHAPE = (1, 28, 28)
 def measure(model: str, b: int, n: int, iterations: int) -> dict[str, Any]:
     """Run ``iterations`` iterations and return per-worker bytes vs Table III."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = MDGANSimulationConfig(
-            num_clients=n, iterations=iterations, kappa="log", batch_size=b, model=model,
-            swap_epochs=1e-9, fid_backend="none", progress=False, out=str(Path(tmp) / "r"))
-        result = run_mdgan_simulation(cfg)
+        settings = make_settings(
+            "mdgan", num_clients=n, iterations=iterations, kappa="log", batch_size=b,
+            model=model, swap_epochs=1e-9, fid_backend="none", progress=False,
+            checkpoint_every=0, out=str(Path(tmp) / "r"))
+        result = run(settings)
     recs = [r for r in result.records if r["round"] >= 2]  # swaps relayed in every one
     d = math.prod(SHAPE)
     _, disc = build_models(model, SHAPE)

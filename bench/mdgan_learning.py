@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from flwr_gan.mdgan.simulation import MDGANSimulationConfig, run_mdgan_simulation
+from flwr_gan.algorithms import make_settings
 from flwr_gan.runtime.rundir import plot_fid_curves, read_metrics
-from flwr_gan.standalone import StandaloneConfig, run_standalone
+from flwr_gan.runtime.simulation import run
 
 
 def main() -> int:
@@ -46,37 +46,31 @@ def main() -> int:
     n, b, it = args.num_clients, args.batch_size, args.iterations
     kappa_log = max(1, int(math.floor(math.log(n))))
     runs_dir = Path(args.runs)
-    mdgan_common: dict[str, Any] = dict(
-        num_clients=n, iterations=it, batch_size=b, model=args.model,
-        eval_every=args.eval_every, n_eval=args.n_eval, swap_epochs=args.swap_epochs,
-        progress=False, overwrite=True)
-    plan: dict[str, Any] = {
-        f"standalone b={b}": StandaloneConfig(
-            model=args.model, steps=it, batch_size=b, eval_every=args.eval_every,
-            n_eval=args.n_eval, progress=False, overwrite=True),
-        "MD-GAN kappa=1": MDGANSimulationConfig(kappa="1", **mdgan_common),
-        f"MD-GAN kappa={kappa_log}": MDGANSimulationConfig(kappa="log", **mdgan_common),
-        f"MD-GAN kappa={kappa_log}, crash every I/N": MDGANSimulationConfig(
-            kappa="log", crash_schedule=True, **mdgan_common),
+    common: dict[str, Any] = dict(model=args.model, eval_every=args.eval_every,
+                                  n_eval=args.n_eval, progress=False, overwrite=True)
+    mdgan_common: dict[str, Any] = common | dict(
+        num_clients=n, iterations=it, batch_size=b, swap_epochs=args.swap_epochs)
+    plan: dict[str, tuple[str, dict[str, Any]]] = {
+        f"standalone b={b}": ("standalone", common | dict(steps=it, batch_size=b)),
+        "MD-GAN kappa=1": ("mdgan", mdgan_common | dict(kappa="1")),
+        f"MD-GAN kappa={kappa_log}": ("mdgan", mdgan_common | dict(kappa="log")),
+        f"MD-GAN kappa={kappa_log}, crash every I/N": (
+            "mdgan", mdgan_common | dict(kappa="log", crash_schedule=True)),
     }
     if args.big_standalone:
-        plan[f"standalone b={n * b}"] = StandaloneConfig(
-            model=args.model, steps=it, batch_size=n * b, eval_every=args.eval_every,
-            n_eval=args.n_eval, progress=False, overwrite=True)
+        plan[f"standalone b={n * b}"] = ("standalone", common | dict(steps=it,
+                                                                      batch_size=n * b))
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     results: dict[str, Any] = {}
     curves: dict[str, list[dict[str, Any]]] = {}
-    for label, cfg in plan.items():
+    for label, (algorithm, values) in plan.items():
         slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
-        cfg.out = str(runs_dir / slug)
-        metrics = Path(cfg.out) / "metrics.jsonl"
+        out_dir = str(runs_dir / slug)
+        metrics = Path(out_dir) / "metrics.jsonl"
         started = time.perf_counter()
         if not metrics.exists() or (only and label in only) or (only and slug in only):
-            print(f"running {label} -> {cfg.out}", flush=True)
-            if isinstance(cfg, StandaloneConfig):
-                run_standalone(cfg)
-            else:
-                run_mdgan_simulation(cfg)
+            print(f"running {label} -> {out_dir}", flush=True)
+            run(make_settings(algorithm, out=out_dir, **values))
             took = time.perf_counter() - started
         else:
             took = None
@@ -84,7 +78,7 @@ def main() -> int:
         records = [r for r in read_metrics(metrics) if r["round"] <= it]
         curves[label] = records
         fids = [(r["round"], r["fid"]) for r in records if r.get("fid") is not None]
-        results[label] = {"out": cfg.out, "fid": fids, "final_fid": fids[-1][1],
+        results[label] = {"out": out_dir, "fid": fids, "final_fid": fids[-1][1],
                           "initial_fid": fids[0][1], "run_s": took}
         print(f"{label}: FID {fids[0][1]:.1f} -> {fids[-1][1]:.1f}", flush=True)
     out = Path("bench/results")

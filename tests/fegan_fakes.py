@@ -27,9 +27,9 @@ class InProcessGrid(Grid):
     def __init__(self, client: ClientApp, num_nodes: int, *, run_config: dict | None = None,
                  node_configs: dict[int, dict] | None = None,
                  tamper: Callable[[int, Message], Message] | None = None,
-                 drop: Iterable[int] = ()) -> None:
+                 drop: Iterable[int] = (), node_ids: list[int] | None = None) -> None:
         self.client = client
-        self.nodes = list(range(101, 101 + num_nodes))
+        self.nodes = list(node_ids) if node_ids is not None else list(range(101, 101 + num_nodes))
         self.contexts = {
             nid: Context(run_id=1, node_id=nid,
                          node_config=(node_configs or {}).get(

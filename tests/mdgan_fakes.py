@@ -29,17 +29,20 @@ class FakeGrid(Grid):
     Parameters
     ----------
     apps : list of ClientApp
-        One app per node (node ids 101, 102, ...), partition ``i`` of ``len(apps)``.
+        One app per node (node ids 101, 102, ... unless ``node_ids`` says otherwise),
+        partition ``i`` of ``len(apps)``.
     silent : set of int
         Node ids that never reply (a timeout).
     """
 
-    def __init__(self, apps: list[ClientApp], silent: set[int] | None = None) -> None:
-        self.apps = {101 + i: app for i, app in enumerate(apps)}
+    def __init__(self, apps: list[ClientApp], silent: set[int] | None = None,
+                 node_ids: list[int] | None = None, run_config: dict | None = None) -> None:
+        ids = node_ids if node_ids is not None else [101 + i for i in range(len(apps))]
+        self.apps = dict(zip(ids, apps, strict=True))
         self.contexts = {
             nid: Context(run_id=1, node_id=nid,
                          node_config={"partition-id": i, "num-partitions": len(apps)},
-                         state=RecordDict(), run_config={})
+                         state=RecordDict(), run_config=dict(run_config or {}))
             for i, nid in enumerate(self.apps)
         }
         self.silent = silent or set()
@@ -98,3 +101,10 @@ class FakeGrid(Grid):
                          timeout: float | None = None) -> Iterable[Message]:
         """Push then pull."""
         return self.pull_messages(self.push_messages(messages))
+
+
+def mdgan(**values):  # type: ignore[no-untyped-def]
+    """MD-GAN settings with some knobs changed (checked like flags)."""
+    from flwr_gan.algorithms import make_settings
+
+    return make_settings("mdgan", **values)

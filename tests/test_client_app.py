@@ -5,15 +5,15 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from flwr_gan.client_app import (
+from flwr_gan.core.models import build_models
+from flwr_gan.data.node import DataConfig, dataset_partition
+from flwr_gan.fl.client import (
     ClientSettings,
     device_key,
     handle_train,
     is_weak_device,
     make_client_app,
 )
-from flwr_gan.core.models import build_models
-from flwr_gan.data.node import DataConfig, dataset_partition
 from flwr_gan.runtime.records import InvalidUpdateError, models_to_arrays
 from tests.fegan_fakes import set_task_identity
 
@@ -134,7 +134,7 @@ def test_edge_device_trains_on_its_own_folder(tmp_path):
 
 def test_device_app_serves_fegan_and_mdgan_messages():
     """One SuperNode app answers FeGAN's metadata query and MD-GAN's worker query."""
-    from flwr_gan.client_app import app as device_app
+    from flwr_gan.apps import client_app as device_app
 
     c = ctx(2, 6)
     c.run_config.update(DATA.to_run_config())

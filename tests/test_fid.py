@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from flwr_gan.core.models import build_models
 from flwr_gan.metrics import classifier_score, feature_statistics, frechet_distance
 from flwr_gan.metrics.fid import GeneratorEvaluator
-from flwr_gan.core.models import build_models
 
 
 def test_identical_features_give_zero():

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from flwr_gan.core.models import build_models
+from flwr_gan.core.training import OptimizerConfig, make_optimizer
 from flwr_gan.mdgan.aggregation import (
     Feedback,
     InvalidFeedbackError,
     check_feedback,
     generator_update,
 )
-from flwr_gan.core.models import build_models
-from flwr_gan.core.training import OptimizerConfig, make_optimizer
 
 
 def test_check_feedback_rejects_bad_input_with_reasons() -> None:

@@ -19,19 +19,19 @@ from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from flwr_gan.core.losses import get_loss
-from flwr_gan.mdgan import MDGANConfig, MDGANServer, make_client_app, register_handlers
-from flwr_gan.mdgan.assignment import real_batch_indices
-from flwr_gan.mdgan.client import worker_seed
 from flwr_gan.core.models import build_models, count_parameters
-from flwr_gan.data.node import DataConfig, node_training_data
-from flwr_gan.runtime.records import load_arrays
 from flwr_gan.core.training import (
     OptimizerConfig,
     discriminator_step,
     generator_step,
     make_optimizer,
 )
-from tests.mdgan_fakes import FakeGrid, set_task_identity
+from flwr_gan.data.node import DataConfig, node_training_data
+from flwr_gan.mdgan import MDGANServer, make_client_app, register_handlers
+from flwr_gan.mdgan.assignment import real_batch_indices
+from flwr_gan.mdgan.client import worker_seed
+from flwr_gan.runtime.records import load_arrays
+from tests.mdgan_fakes import FakeGrid, mdgan, set_task_identity
 
 SHAPE = (1, 28, 28)
 
@@ -65,7 +65,7 @@ def _worker_disc(grid: FakeGrid, node: int, model: str = "small") -> torch.nn.Mo
 
 def test_n1_feedback_path_equals_standalone_core() -> None:
     seed, b, iters = 7, 16, 3
-    cfg = MDGANConfig(iterations=iters, num_workers=1, batch_size=b, kappa="1", disc_steps=1,
+    cfg = mdgan(iterations=iters, num_clients=1, batch_size=b, kappa="1", d_steps=1,
                       swap_epochs=0, model="small", seed=seed)
     grid = FakeGrid([make_client_app()])
     server = MDGANServer(grid, cfg)
@@ -110,7 +110,7 @@ def _reference_grad(gen0: torch.nn.Module, discs: list[torch.nn.Module], z: torc
 
 def test_n3_update_is_gradient_of_averaged_generator_loss() -> None:
     seed, b, n = 3, 8, 3
-    cfg = MDGANConfig(iterations=1, num_workers=n, batch_size=b, kappa="2", disc_steps=2,
+    cfg = mdgan(iterations=1, num_clients=n, batch_size=b, kappa="2", d_steps=2,
                       swap_epochs=0, seed=seed)
     grid = FakeGrid([make_client_app() for _ in range(n)])
     server = MDGANServer(grid, cfg)
@@ -147,13 +147,13 @@ def _corrupting_app(kind: str) -> ClientApp:
 
 def test_bad_feedback_is_rejected_reported_and_never_applied() -> None:
     seed, b = 5, 8
-    cfg = MDGANConfig(iterations=2, num_workers=3, batch_size=b, kappa="1", swap_epochs=0,
+    cfg = mdgan(iterations=2, num_clients=3, batch_size=b, kappa="1", swap_epochs=0,
                       seed=seed)
     grid = FakeGrid([make_client_app(), _corrupting_app("nan"), _corrupting_app("shape")])
     server = MDGANServer(grid, cfg)
     gen0 = copy.deepcopy(server.generator)
     z = torch.randn(b, 32, generator=torch.Generator().manual_seed(seed))
-    server.cfg = MDGANConfig(**{**cfg.__dict__, "iterations": 1})
+    server.cfg = cfg.replace(iterations=1)
     server.run()
     rec = server.records[-1]
     assert rec["nodes"] == ["partition-0"]
@@ -168,7 +168,7 @@ def test_bad_feedback_is_rejected_reported_and_never_applied() -> None:
 
 
 def test_crash_schedule_timeouts_and_fail_stop() -> None:
-    cfg = MDGANConfig(iterations=6, num_workers=4, batch_size=8, kappa="log", swap_epochs=0,
+    cfg = mdgan(iterations=6, num_clients=4, batch_size=8, kappa="log", swap_epochs=0,
                       crash_schedule=True, timeout=0.5)
     grid = FakeGrid([make_client_app() for _ in range(4)], silent={104})
     server = MDGANServer(grid, cfg)
@@ -191,7 +191,7 @@ def test_crash_schedule_timeouts_and_fail_stop() -> None:
 
 def test_swaps_are_relayed_derangements_and_counted_twice() -> None:
     b, n = 8, 3
-    cfg = MDGANConfig(iterations=3, num_workers=n, batch_size=b, swap_epochs=1e-9, seed=2,
+    cfg = mdgan(iterations=3, num_clients=n, batch_size=b, swap_epochs=1e-9, seed=2,
                       model="mlp")
     outs: dict[tuple[int, int], np.ndarray] = {}
     grid = FakeGrid([make_client_app() for _ in range(n)])
@@ -229,7 +229,7 @@ def test_swaps_are_relayed_derangements_and_counted_twice() -> None:
 def test_payloads_match_table_iii(model: str) -> None:
     b, n = 10, 2
     d = math.prod(SHAPE)
-    cfg = MDGANConfig(iterations=1, num_workers=n, batch_size=b, kappa="2", swap_epochs=0,
+    cfg = mdgan(iterations=1, num_clients=n, batch_size=b, kappa="2", swap_epochs=0,
                       model=model)
     server = MDGANServer(FakeGrid([make_client_app() for _ in range(n)]), cfg)
     server.run()
@@ -242,7 +242,7 @@ def test_payloads_match_table_iii(model: str) -> None:
 
 
 def test_pipelined_mode_bounded_staleness() -> None:
-    cfg = MDGANConfig(iterations=5, num_workers=3, batch_size=8, kappa="2", swap_epochs=1e-9,
+    cfg = mdgan(iterations=5, num_clients=3, batch_size=8, kappa="2", swap_epochs=1e-9,
                       mode="pipelined", max_staleness=1, crash_schedule=True)
     grid = FakeGrid([make_client_app() for _ in range(3)])
     server = MDGANServer(grid, cfg)
@@ -257,7 +257,7 @@ def test_pipelined_mode_bounded_staleness() -> None:
 
 
 def test_subset_sampling_uses_fewer_discriminators_per_iteration() -> None:
-    cfg = MDGANConfig(iterations=8, num_workers=4, batch_size=8, kappa="log",
+    cfg = mdgan(iterations=8, num_clients=4, batch_size=8, kappa="log",
                       workers_per_iteration=2, swap_epochs=1e-9, seed=4)
     grid = FakeGrid([make_client_app() for _ in range(4)])
     server = MDGANServer(grid, cfg)

@@ -12,25 +12,25 @@ from pathlib import Path
 import pytest
 
 from flwr_gan.data import load_dataset
-from flwr_gan.mdgan import MDGANConfig, MDGANServer, make_client_app
-from flwr_gan.mdgan.simulation import MDGANSimulationConfig, run_mdgan_simulation
+from flwr_gan.mdgan import MDGANServer, make_client_app
 from flwr_gan.metrics.fid import GeneratorEvaluator
-from tests.mdgan_fakes import FakeGrid, set_task_identity
+from flwr_gan.runtime.simulation import run
+from tests.mdgan_fakes import FakeGrid, mdgan, set_task_identity
 
 KEYS = {"round", "nodes", "bytes_up", "bytes_down", "compute_s", "compute_s_max", "wall_s",
         "virtual_s"}
 
 
 def test_ray_simulation_sync_with_swaps_and_crashes(tmp_path: Path) -> None:
-    cfg = MDGANSimulationConfig(
-        num_clients=3, iterations=12, kappa="log", batch_size=16, model="small",
-        swap_epochs=32 / 20000, crash_schedule=True, eval_every=6, n_eval=200, progress=False,
-        out=str(tmp_path / "run"))
-    result = run_mdgan_simulation(cfg)
-    assert [r["round"] for r in result.records if "fid" in r] == [0, 6, 12]
-    assert (result.out / "fid_curve.png").exists()
-    assert list((result.out / "samples").glob("*.png"))
-    recs = [r for r in result.records if r["round"] > 0]
+    settings = mdgan(num_clients=3, iterations=12, kappa="log", batch_size=16, model="small",
+                     swap_epochs=32 / 20000, crash_schedule=True, eval_every=6, n_eval=200,
+                     checkpoint_every=0, progress=False, out=str(tmp_path / "run"))
+    outcome = run(settings)
+    out = outcome.experiment.out
+    assert [r["round"] for r in outcome.records if "fid" in r] == [0, 6, 12]
+    assert (out / "fid_curve.png").exists()
+    assert list((out / "samples").glob("*.png"))
+    recs = [r for r in outcome.records if r["round"] > 0]
     assert [r["round"] for r in recs] == list(range(1, 13))
     assert all(KEYS <= set(r) for r in recs)
     assert [r["alive"] for r in recs] == [3] * 3 + [2] * 4 + [1] * 5  # crashes at 4 and 8
@@ -39,12 +39,14 @@ def test_ray_simulation_sync_with_swaps_and_crashes(tmp_path: Path) -> None:
     assert recs[-1]["wall_total_s"] > recs[0]["wall_total_s"] > 0
     assert all(r["wall_s"] > 0 and len(r["compute_s"]) == r["alive"] + len(r["dropped"])
                for r in recs)
-    summary = json.loads((result.out / "summary.json").read_text())
+    assert all(set(r["compute_s"]) <= {"partition-0", "partition-1", "partition-2"}
+               for r in recs)  # device keys, never Flower's random node ids
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["swap_period"] == 2
     dropped = [e for e in summary["events"] if e["event"] == "dropped"]
     assert len(dropped) == 2 and all("crash" in e["reason"] for e in dropped)
-    for name in ("config.json", "metrics.jsonl", "metrics.csv", "generator.pt"):
-        assert (result.out / name).exists()
+    for name in ("config.json", "metrics.jsonl", "metrics.csv", "generator.pt", "checkpoint.pt"):
+        assert (out / name).exists()
 
 
 def test_mdgan_learns_fid_drops(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +60,7 @@ def test_mdgan_learns_fid_drops(monkeypatch: pytest.MonkeyPatch) -> None:
         fids.append(evaluator.evaluate(gen).fid)
         return {"fid": fids[-1]}
 
-    cfg = MDGANConfig(iterations=150, num_workers=2, batch_size=32, kappa="2", model="small",
+    cfg = mdgan(iterations=150, num_clients=2, batch_size=32, kappa="2", model="small",
                       swap_epochs=0.05, seed=0)
     server = MDGANServer(FakeGrid([make_client_app(), make_client_app()]), cfg,
                          evaluate_fn=evaluate)

@@ -10,8 +10,12 @@ def test_run_config_roundtrip_and_types():
     assert cfg.partition == "fegan" and cfg.max_class == 4 and cfg.alpha == 1.0
     assert DataConfig.from_run_config(cfg.to_run_config()) == cfg
     assert DataConfig.from_run_config({}) == DataConfig()
-    with pytest.raises(ValueError, match="max-class='many' should be of type int"):
+    with pytest.raises(ValueError, match="'max-class': 'many' is invalid: expected an integer"):
         DataConfig.from_run_config({"max-class": "many"})
+    with pytest.raises(ValueError, match="'partition': 'noniid' is invalid: expected one of"):
+        DataConfig.from_run_config({"partition": "noniid"})
+    with pytest.raises(ValueError, match="'alpha': -1 is invalid: expected a number > 0"):
+        DataConfig.from_run_config({"alpha": -1})
 
 
 def test_nodes_take_disjoint_parts_of_real_mnist():

@@ -44,24 +44,27 @@ def test_existing_run_is_not_clobbered(run_dir, capsys):
     before = (run_dir / "metrics.jsonl").read_text()
     rc = main(["standalone", "--steps", "1", "--out", str(run_dir), "--no-progress"])
     assert rc == 2
-    assert "--overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert (run_dir / "metrics.jsonl").read_text() == before
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--steps", "-1"], "--steps must be >= 0"),
-        (["--batch-size", "0"], "--batch-size must be >= 1"),
-        (["--lr-g", "0"], "lr_g must be a positive"),
-        (["--n-eval", "1"], "--n-eval must be >= 2"),
+        (["--steps", "-1"], "--steps: '-1' is invalid: expected an integer >= 0"),
+        (["--batch-size", "0"], "--batch-size: '0' is invalid: expected an integer >= 1"),
+        (["--lr-g", "0"], "--lr-g: '0' is invalid: expected a number > 0"),
+        (["--n-eval", "1"], "--n-eval: '1' is invalid: expected an integer >= 2"),
         (["--dataset", "/nonexistent/data.npz"], "nonexistent"),
+        (["--partition", "iid"], "unrecognized arguments: --partition"),
     ],
 )
 def test_bad_arguments_are_explained(tmp_path, capsys, args, message):
     rc = main(["standalone", "--out", str(tmp_path / "r"), "--no-progress", *args])
     assert rc == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
 

@@ -22,13 +22,15 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Any
 
+from flwr_gan.config import ConfigValue, knob, read_group
 from flwr_gan.data import ImageDataset, Partition, load_dataset, make_partition
-from flwr_gan.runconfig import ConfigValue, run_config_kwargs
+
+PARTITIONS = ("iid", "fegan", "dirichlet")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """How the training data is spread over nodes.
+    """The data set and how it is spread over nodes (a settings group).
 
     Attributes
     ----------
@@ -46,24 +48,27 @@ class DataConfig:
         Dirichlet concentration (``partition = "dirichlet"``).
     """
 
-    dataset: str = "mnist"
-    data_dir: str = ""
-    partition: str = "iid"
-    partition_seed: int = 0
-    max_class: int = 3
-    max_samples: int = 500
-    alpha: float = 0.5
+    dataset: str = knob("mnist", "mnist, fashion-mnist, cifar10, or a path to an .npz / "
+                        "image folder")
+    data_dir: str = knob("", "folder with the raw data set (empty: cache, then offline "
+                         "sources); must exist when given")
+    partition: str = knob("iid", "how the training set is spread over devices: iid, the FeGAN "
+                          "paper's non-iid engine, or Dirichlet", choices=PARTITIONS)
+    partition_seed: int = knob(0, "seed of the partition", ge=0)
+    max_class: int = knob(3, "FeGAN engine: most classes on one device", ge=1)
+    max_samples: int = knob(500, "FeGAN engine: most samples per class on one device", ge=1)
+    alpha: float = knob(0.5, "Dirichlet concentration (smaller: less iid)", gt=0)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, ConfigValue]) -> DataConfig:
-        """Read the data settings (kebab-case keys), defaults for missing ones.
+        """Read the data settings (kebab-case keys; other keys are ignored).
 
         Raises
         ------
-        ValueError
-            When a value has the wrong type.
+        ConfigError
+            When a value is malformed or out of range.
         """
-        return cls(**run_config_kwargs(cls, run_config))
+        return read_group(cls, run_config)
 
     def to_run_config(self) -> dict[str, ConfigValue]:
         """Return these settings as kebab-case run-config entries."""

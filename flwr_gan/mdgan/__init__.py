@@ -8,10 +8,11 @@ One generator on the server, one discriminator per worker. Building blocks:
   update (mean / median / trimmed mean).
 * :mod:`~flwr_gan.mdgan.client` — the worker's ClientApp handlers
   (``register_handlers(app)``, a ready ``client_app``).
-* :mod:`~flwr_gan.mdgan.server` — :class:`MDGANConfig` and :func:`run_mdgan`,
+* :mod:`~flwr_gan.mdgan.settings` — the knobs only MD-GAN has.
+* :mod:`~flwr_gan.mdgan.server` — :class:`MDGANServer` and :func:`run_mdgan`,
   the Grid loop usable from any ServerApp ``main(grid, context)``.
-* :mod:`~flwr_gan.mdgan.simulation` — run it in Flower's simulation engine
-  and write the standard run directory.
+* :mod:`~flwr_gan.mdgan.experiment` — checkpoints, resume and the run
+  directory (MD-GAN's entry in :mod:`flwr_gan.algorithms`).
 """
 
 from flwr_gan.mdgan.aggregation import (
@@ -41,11 +42,12 @@ from flwr_gan.mdgan.client import (
     mdgan_step,
     register_handlers,
 )
-from flwr_gan.mdgan.server import MODES, MDGANConfig, MDGANServer, run_mdgan
+from flwr_gan.mdgan.server import MDGANServer, run_mdgan
+from flwr_gan.mdgan.settings import MODES, MDGANSettings
 
 __all__ = [
     "AGGREGATIONS", "INFO_TYPE", "MODES", "STEP_TYPE", "Feedback", "InvalidFeedbackError",
-    "MDGANConfig", "MDGANServer", "WorkerCrashedError", "assign_batches", "check_feedback",
+    "MDGANServer", "MDGANSettings", "WorkerCrashedError", "assign_batches", "check_feedback",
     "client_app", "crash_iterations", "derangement", "generator_update", "is_swap_iteration",
     "kappa_for", "make_client_app", "mdgan_info", "mdgan_step", "real_batch_indices",
     "register_handlers", "run_mdgan", "sample_workers", "swap_period",

@@ -20,6 +20,13 @@ iterations in the node's ``context.state``. Two message types:
 A message with ``crash = True`` (the paper's crash experiment) makes the
 worker fail-stop: it raises now and on every later message.
 
+The node's state (``mdgan.disc``: the discriminator's arrays, ``mdgan.opt``:
+its Adam state, ``mdgan.meta``: crash mark, step count and the state token)
+is written to ``context.state`` after every step, so any process can take
+the next message; a :class:`~flwr_gan.runtime.nodestate.NodeStore` also keeps
+the discriminator and optimizer alive in this process and reuses them while
+the token in ``context.state`` is the one this process wrote.
+
 All GAN math goes through :mod:`flwr_gan.core.training`.
 """
 
@@ -35,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
@@ -43,8 +50,15 @@ from flwr_gan.core.models import build_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig
 from flwr_gan.data.node import DataConfig, device_key, node_training_data
 from flwr_gan.mdgan.assignment import real_batch_indices
-from flwr_gan.runtime.nodestate import load_optimizer_arrays, optimizer_to_arrays
-from flwr_gan.runtime.records import load_arrays, models_to_arrays
+from flwr_gan.runtime.nodestate import (
+    NodeObjects,
+    NodeStore,
+    array_of,
+    array_record,
+    module_arrays,
+    tensor_of,
+)
+from flwr_gan.runtime.records import load_arrays
 from flwr_gan.runtime.relay import IDENTITY_KEY
 
 STEP = "mdgan_step"
@@ -53,9 +67,11 @@ STEP_TYPE = f"train.{STEP}"
 INFO_TYPE = f"query.{INFO}"
 
 _DISC = "discriminator"
-_STATE_DISC = "mdgan.disc"
-_STATE_OPT = "mdgan.opt"
-_STATE_META = "mdgan.meta"
+STATE_DISC = "mdgan.disc"
+STATE_OPT = "mdgan.opt"
+STATE_META = "mdgan.meta"
+_STORE = NodeStore("mdgan", modules_key=STATE_DISC, optimizer_keys={_DISC: STATE_OPT},
+                   meta_key=STATE_META)
 _DATA_KEYS = tuple(k.replace("_", "-") for k in asdict(DataConfig()))
 
 
@@ -108,27 +124,52 @@ def _initial_discriminator(model: str, shape: tuple[int, ...], seed: int) -> nn.
     return disc
 
 
-def _trainer(config: Mapping[str, Any], context: Context) -> GANTrainer:
-    """Rebuild this worker's discriminator and optimizer from ``context.state``."""
+def _worker(config: Mapping[str, Any], context: Context) -> NodeObjects:
+    """Return this worker's discriminator, optimizer and trainer (its ``payload``).
+
+    Cached in this process while ``context.state`` holds the state this process
+    wrote last; otherwise rebuilt from ``context.state`` (or from the initial
+    discriminator on the first message).
+    """
     shape = tuple(int(v) for v in config["image-shape"])
-    disc = copy.deepcopy(_initial_discriminator(str(config["model"]), shape,
-                                                int(config["seed"])))
+    model, seed = str(config["model"]), int(config["seed"])
     optim = OptimizerConfig(lr_g=float(config["lr-g"]), lr_d=float(config["lr-d"]),
                             beta1=float(config["beta1"]), beta2=float(config["beta2"]))
-    trainer = GANTrainer(None, disc, loss=str(config["loss"]), optim=optim,
-                         d_steps=int(config["disc-steps"]))
-    if _STATE_DISC in context.state.array_records:
-        load_arrays(disc, context.state.array_records[_STATE_DISC], _DISC,
-                    what="stored discriminator")
-        if _STATE_OPT in context.state.array_records and trainer.opt_d is not None:
-            load_optimizer_arrays(trainer.opt_d, context.state.array_records[_STATE_OPT])
-    return trainer
+    loss, d_steps = str(config["loss"]), int(config["disc-steps"])
+
+    def build() -> NodeObjects:
+        disc = copy.deepcopy(_initial_discriminator(model, shape, seed))
+        trainer = GANTrainer(None, disc, loss=loss, optim=optim, d_steps=d_steps)
+        assert trainer.opt_d is not None
+        return NodeObjects({_DISC: disc}, {_DISC: trainer.opt_d}, payload=trainer)
+
+    signature = (model, shape, seed, loss, d_steps, optim.lr_d, optim.beta1, optim.beta2)
+    objects, _ = _STORE.load(context, signature, build)
+    return objects
 
 
-def _meta(context: Context) -> Any:
-    if _STATE_META not in context.state.config_records:
-        context.state.config_records[_STATE_META] = ConfigRecord({"crashed-at": -1, "steps": 0})
-    return context.state.config_records[_STATE_META]
+def meta_record(context: Context) -> Any:
+    """Return the node's ``mdgan.meta`` ConfigRecord (created on first use)."""
+    if STATE_META not in context.state.config_records:
+        context.state.config_records[STATE_META] = ConfigRecord({"crashed-at": -1, "steps": 0})
+    return context.state.config_records[STATE_META]
+
+
+def flush_state(context: Context) -> None:
+    """Make sure ``context.state`` holds the worker's current state.
+
+    Every step writes its state through, so there is nothing left to write;
+    kept for callers (checkpoints) that must not depend on that.
+    """
+
+
+def forget_cached_state(context: Context) -> None:
+    """Stop every process from trusting its cached copy of this node's state.
+
+    Call after replacing ``mdgan.disc`` / ``mdgan.opt`` in ``context.state``
+    (e.g. when restoring a checkpoint): the next step rebuilds from them.
+    """
+    _STORE.forget(context)
 
 
 def mdgan_step(msg: Message, context: Context) -> Message:
@@ -143,14 +184,26 @@ def mdgan_step(msg: Message, context: Context) -> Message:
     """
     config: Any = msg.content.config_records["config"]
     iteration = int(config["iteration"])
-    meta = _meta(context)
+    meta = meta_record(context)
     if int(meta["crashed-at"]) >= 0:
         raise WorkerCrashedError(f"worker crashed at iteration {meta['crashed-at']} (fail-stop)")
     if bool(config.get("crash", False)):
         meta["crashed-at"] = iteration
         raise WorkerCrashedError(f"injected crash at iteration {iteration}")
     started = time.perf_counter()
-    trainer = _trainer(config, context)
+    objects = _worker(config, context)
+    try:
+        content = _step(msg, context, config, objects, iteration, started)
+    except BaseException:
+        _STORE.forget(context, stored=False)  # the cached objects may be half updated
+        raise
+    return Message(content, reply_to=msg)
+
+
+def _step(msg: Message, context: Context, config: Any, objects: NodeObjects, iteration: int,
+          started: float) -> RecordDict:
+    """L discriminator steps and the feedback; store the new state; return the reply content."""
+    trainer: GANTrainer = objects.payload
     disc = trainer.discriminator
     assert disc is not None and trainer.opt_d is not None
     swapped_in = False
@@ -166,18 +219,17 @@ def mdgan_step(msg: Message, context: Context) -> Message:
                                              device_key(context.node_config, context.node_id)))
     real = images[torch.as_tensor(idx)]
     batches = msg.content.array_records["batches"]
-    x_g = torch.as_tensor(np.array(batches["x_g"].numpy()))
-    x_d = torch.as_tensor(np.array(batches["x_d"].numpy()))
+    x_g, x_d = tensor_of(batches["x_g"]), tensor_of(batches["x_d"])
     compute_start = time.perf_counter()
     disc.train()
     d_losses = [trainer.d_step(real, x_d) for _ in range(trainer.d_steps)]
     feedback, g_loss = trainer.feedback(x_g)
     compute_s = time.perf_counter() - compute_start
+    meta = meta_record(context)
     meta["steps"] = int(meta["steps"]) + trainer.d_steps
-    context.state.array_records[_STATE_DISC] = models_to_arrays({_DISC: disc})
-    context.state.array_records[_STATE_OPT] = optimizer_to_arrays(trainer.opt_d)
+    _STORE.save(context, objects)
     content = RecordDict({
-        "feedback": ArrayRecord({"feedback": Array(feedback.cpu().numpy())}),
+        "feedback": array_record({"feedback": array_of(feedback.cpu().numpy())}),
         "metrics": MetricRecord({
             "iteration": iteration, "compute-s": compute_s,
             "handler-s": time.perf_counter() - started, "d-loss": float(np.mean(d_losses)),
@@ -185,15 +237,16 @@ def mdgan_step(msg: Message, context: Context) -> Message:
             "swapped-in": int(swapped_in),
         }),
     })
-    if bool(config.get("send-disc", False)):
-        content.array_records["disc-out"] = models_to_arrays({_DISC: disc})
-    return Message(content, reply_to=msg)
+    if bool(config.get("send-disc", False)):  # the arrays just stored: same bytes, no copy
+        content.array_records["disc-out"] = array_record(
+            dict(context.state.array_records[STATE_DISC].items()))
+    return content
 
 
 def mdgan_info(msg: Message, context: Context) -> Message:
     """Handle ``query.mdgan_info``: report the local data-set size."""
     config: Any = msg.content.config_records.get("config", ConfigRecord())
-    if int(_meta(context)["crashed-at"]) >= 0:
+    if int(meta_record(context)["crashed-at"]) >= 0:
         raise WorkerCrashedError("worker crashed earlier (fail-stop)")
     images = local_images(context, data_config(config, context.run_config))
     metrics = MetricRecord({"num-examples": int(images.size(0))})
@@ -215,7 +268,7 @@ def make_client_app() -> ClientApp:
 
 def discriminator_arrays(disc: nn.Module) -> ArrayRecord:
     """Pack a discriminator the way workers exchange it in a swap."""
-    return models_to_arrays({_DISC: disc})
+    return module_arrays({_DISC: disc})
 
 
 client_app = make_client_app()

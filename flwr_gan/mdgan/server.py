@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,11 +39,10 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from flwr_gan.core.models import PRESETS, build_models
-from flwr_gan.core.training import GANTrainer, OptimizerConfig
-from flwr_gan.data.node import DataConfig
+from flwr_gan.config import Settings
+from flwr_gan.core.models import build_models
+from flwr_gan.core.training import GANTrainer
 from flwr_gan.mdgan.aggregation import (
-    AGGREGATIONS,
     Feedback,
     InvalidFeedbackError,
     check_feedback,
@@ -59,152 +58,28 @@ from flwr_gan.mdgan.assignment import (
     swap_period,
 )
 from flwr_gan.mdgan.client import INFO_TYPE, STEP_TYPE
-from flwr_gan.runconfig import run_config_kwargs
+from flwr_gan.mdgan.settings import MODES
 from flwr_gan.runtime.records import InvalidUpdateError, arrays_nbytes, check_state, split_arrays
 from flwr_gan.runtime.relay import Relay, Reply, read_reply, short_reason
 from flwr_gan.runtime.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 
 log = logging.getLogger(__name__)
 
-MODES = ("sync", "pipelined")
+NODE_WAIT_S = 120.0  # how long to wait for the workers to connect
 
 EvaluateFn = Callable[[int, torch.nn.Module], Mapping[str, Any] | None]
 RecordFn = Callable[[dict[str, Any]], None]
 
 
-@dataclass(frozen=True)
-class MDGANConfig:
-    """Every setting of the MD-GAN server (run-config keys are the kebab-case names).
-
-    Attributes
-    ----------
-    iterations : int
-        ``I``, global iterations = generator updates.
-    num_workers : int
-        Wait until this many nodes are connected (0: take those present).
-    kappa : str
-        Generated batches per iteration: an integer or ``"log"`` (``floor(ln N)``).
-    batch_size : int
-        ``b``.
-    disc_steps : int
-        ``L``, discriminator steps per iteration on each worker.
-    swap_epochs : float
-        ``E``, local epochs between discriminator swaps (0: never swap).
-    model, loss, latent_dim :
-        Model preset, GAN loss (default: the preset's), latent size.
-    image_shape : tuple of int
-        ``(C, H, W)`` of the data.
-    lr_g, lr_d, beta1, beta2 : float
-        Adam settings (the workers use ``lr_d``).
-    seed : int
-        Seeds the generator, latent draws, swaps, crashes and sampling.
-    timeout : float
-        Seconds to wait for a worker's reply; a worker that misses it is dropped.
-    crash_schedule : bool
-        Inject the paper's crashes: one worker every ``I / N`` iterations.
-    workers_per_iteration : int
-        Sample this many live workers per iteration (0: all; paper §VII-4).
-    mode : str
-        ``sync`` or ``pipelined``.
-    max_staleness : int
-        Pipelined mode: discard feedback on batches more than this many
-        generator versions old.
-    aggregation : str
-        ``mean`` (the paper), ``median`` or ``trimmed-mean`` (§VII-3).
-    trim_fraction : float
-        Cut from each end per coordinate for ``trimmed-mean``.
-    poll_interval : float
-        Seconds between polls for replies.
-    node_wait_s : float
-        How long to wait for ``num_workers`` nodes to connect.
-    data : DataConfig
-        Data settings sent to the workers.
-    """
-
-    iterations: int = 1000
-    num_workers: int = 0
-    kappa: str = "1"
-    batch_size: int = 64
-    disc_steps: int = 1
-    swap_epochs: float = 1.0
-    model: str = "small"
-    loss: str | None = None
-    latent_dim: int | None = None
-    image_shape: tuple[int, int, int] = (1, 28, 28)
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    seed: int = 0
-    timeout: float = 120.0
-    crash_schedule: bool = False
-    workers_per_iteration: int = 0
-    mode: str = "sync"
-    max_staleness: int = 2
-    aggregation: str = "mean"
-    trim_fraction: float = 0.2
-    poll_interval: float = 0.005
-    node_wait_s: float = 120.0
-    data: DataConfig = field(default_factory=DataConfig)
-
-    def __post_init__(self) -> None:
-        """Validate every setting, naming the flag to fix."""
-        if self.model not in PRESETS:
-            raise ValueError(f"--model {self.model!r} is unknown: choose one of {sorted(PRESETS)}")
-        for name in ("iterations", "batch_size", "disc_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        for name in ("num_workers", "workers_per_iteration", "max_staleness"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
-        if self.swap_epochs < 0:
-            raise ValueError("--swap-epochs must be >= 0 (0 disables swapping)")
-        kappa_for(max(self.num_workers, 1_000_000), self.kappa)
-        if self.mode not in MODES:
-            raise ValueError(f"--mode must be one of {MODES}, got {self.mode!r}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"--aggregation must be one of {AGGREGATIONS}")
-        if not 0.0 <= self.trim_fraction < 0.5:
-            raise ValueError("--trim-fraction must be in [0, 0.5)")
-        if self.timeout <= 0 or self.poll_interval <= 0:
-            raise ValueError("--timeout and the poll interval must be > 0")
-        OptimizerConfig(self.lr_g, self.lr_d, self.beta1, self.beta2)
-
-    @property
-    def resolved_loss(self) -> str:
-        """The GAN loss: the configured one or the preset's."""
-        return self.loss or PRESETS[self.model].loss
-
-    @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any]) -> MDGANConfig:
-        """Read kebab-case run-config keys (``batch-size``, ``kappa``, ...); defaults for the rest.
-
-        ``image-shape`` is given as ``"C,H,W"``; data keys go to :class:`DataConfig`.
-        """
-        kwargs = run_config_kwargs(cls, run_config, skip=("data",), converters={
-            "image_shape": lambda v: tuple(int(x) for x in str(v).split(",")),
-            "loss": lambda v: str(v) or None,
-            "latent_dim": lambda v: int(v) or None,
-            "kappa": str,
-        })
-        return cls(data=DataConfig.from_run_config(run_config), **kwargs)
-
-    def worker_config(self) -> dict[str, Any]:
-        """Return the settings every worker needs, as ConfigRecord values."""
-        return {
-            "model": self.model, "loss": self.resolved_loss,
-            "image-shape": [int(v) for v in self.image_shape],
-            "disc-steps": self.disc_steps, "lr-g": self.lr_g, "lr-d": self.lr_d,
-            "beta1": self.beta1, "beta2": self.beta2, "batch-size": self.batch_size,
-            "seed": self.seed, **self.data.to_run_config(),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        """All settings as a JSON-able dict."""
-        out = asdict(self)
-        out["data"] = asdict(self.data)
-        out["image_shape"] = list(self.image_shape)
-        return out
+def worker_config(settings: Settings, image_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Return the settings every worker needs, as ConfigRecord values."""
+    return {
+        "model": settings.model.model, "loss": settings.model.resolved_loss(),
+        "image-shape": [int(v) for v in image_shape], "disc-steps": settings.d_steps,
+        "lr-g": settings.lr_g, "lr-d": settings.lr_d, "beta1": settings.beta1,
+        "beta2": settings.beta2, "batch-size": settings.batch_size, "seed": settings.seed,
+        **settings.data.to_run_config(),
+    }
 
 
 @dataclass
@@ -257,8 +132,10 @@ class MDGANServer:
     ----------
     grid : flwr.serverapp.Grid
         The grid of the running ServerApp.
-    config : MDGANConfig
-        Settings.
+    config : Settings
+        MD-GAN's settings (:func:`flwr_gan.algorithms.make_settings`).
+    image_shape : tuple of int
+        ``(C, H, W)`` of the data set.
     evaluate_fn : callable, optional
         ``evaluate_fn(iteration, generator) -> dict`` (e.g. FID), called at
         iteration 0, every ``eval_every`` iterations and at the end; its
@@ -272,22 +149,24 @@ class MDGANServer:
     """
 
     def __init__(
-        self, grid: Grid, config: MDGANConfig, *, evaluate_fn: EvaluateFn | None = None,
-        eval_every: int = 0, record_fn: RecordFn | None = None, link: LinkModel | None = None,
+        self, grid: Grid, config: Settings, *, image_shape: tuple[int, int, int] = (1, 28, 28),
+        evaluate_fn: EvaluateFn | None = None, eval_every: int = 0,
+        record_fn: RecordFn | None = None, link: LinkModel | None = None,
     ) -> None:
         self.grid = grid
         self.cfg = config
+        self.image_shape = tuple(image_shape)
         self.evaluate_fn = evaluate_fn
         self.eval_every = eval_every
         self.record_fn = record_fn
         self.link = link or LinkModel()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            gen, disc = build_models(config.model, config.image_shape, config.latent_dim)
+            gen, disc = build_models(config.model.model, self.image_shape,
+                                     config.latent_dim or None)
         self.reference_disc = disc
-        optim = OptimizerConfig(config.lr_g, config.lr_d, config.beta1, config.beta2)
-        self.trainer = GANTrainer(gen, None, loss=config.resolved_loss, optim=optim,
-                                  seed=config.seed)
+        self.trainer = GANTrainer(gen, None, loss=config.model.resolved_loss(),
+                                  optim=config.train.optimizer(), seed=config.seed)
         self.generator = gen
         self.rng = np.random.default_rng(config.seed)
         self.alive: list[int] = []
@@ -301,6 +180,8 @@ class MDGANServer:
         self.compute_s = 0.0
         self.events: list[dict[str, Any]] = []
         self.keys: dict[int, str] = {}
+        #: Iterations already done (a resumed run continues after them).
+        self.start = 0
         self.relay = Relay(grid, timeout=config.timeout, poll_interval=config.poll_interval)
 
     # -- Flower plumbing (the shared relay) --------------------------------
@@ -324,8 +205,8 @@ class MDGANServer:
                                 "reason": reason})
             log.warning("worker %s unavailable at start: %s", node, reason)
 
-        found = self.relay.connect(INFO_TYPE, self.cfg.worker_config(),
-                                   want=self.cfg.num_workers, wait_s=self.cfg.node_wait_s,
+        found = self.relay.connect(INFO_TYPE, worker_config(self.cfg, self.image_shape),
+                                   want=self.cfg.num_clients, wait_s=NODE_WAIT_S,
                                    on_drop=dropped)
         for key, node, reply in found:
             info: Any = reply.content.metric_records["metrics"]
@@ -344,7 +225,7 @@ class MDGANServer:
         self, node: int, iteration: int, x_g: torch.Tensor, x_d: torch.Tensor, *,
         send_disc: bool, crash: bool,
     ) -> tuple[RecordDict, int, int]:
-        config = ConfigRecord(self.cfg.worker_config() | {
+        config = ConfigRecord(worker_config(self.cfg, self.image_shape) | {
             "iteration": iteration, "send-disc": send_disc, "crash": crash})
         batches = ArrayRecord({"x_g": Array(x_g.cpu().numpy()), "x_d": Array(x_d.cpu().numpy())})
         content = RecordDict({"config": config, "batches": batches})
@@ -482,7 +363,8 @@ class MDGANServer:
         """Connect, train for ``iterations`` generator updates, return the records."""
         if not self.alive:
             self.connect()
-        self._initial_eval()
+        if self.start == 0:
+            self._initial_eval()
         if self.cfg.mode == "sync":
             self._run_sync()
         else:
@@ -492,7 +374,7 @@ class MDGANServer:
     def _run_sync(self) -> None:
         cfg, b = self.cfg, self.cfg.batch_size
         self.generator.train()
-        for it in range(1, cfg.iterations + 1):
+        for it in range(self.start + 1, cfg.iterations + 1):
             if not self.alive:
                 log.warning("every worker has failed: stopping at iteration %d", it)
                 break
@@ -525,7 +407,7 @@ class MDGANServer:
             replies = self.relay.exchange(msgs)
             feedbacks: list[Feedback] = []
             discs: dict[int, ArrayRecord] = {}
-            shape = (b, *cfg.image_shape)
+            shape = (b, *self.image_shape)
             for j, reply in enumerate(replies):
                 s = sent[str(j)]
                 values, disc_out = self._read_reply(s, reply, it, interval, shape)
@@ -550,8 +432,8 @@ class MDGANServer:
     def _run_pipelined(self) -> None:
         cfg, b = self.cfg, self.cfg.batch_size
         self.generator.train()
-        shape = (b, *cfg.image_shape)
-        version = 0
+        shape = (b, *self.image_shape)
+        version = self.start
         outstanding: dict[str, _Sent] = {}
         waves: dict[int, torch.Tensor] = {}
         next_wave = 0
@@ -668,7 +550,8 @@ class MDGANServer:
 
 
 def run_mdgan(
-    grid: Grid, config: MDGANConfig, *, evaluate_fn: EvaluateFn | None = None,
+    grid: Grid, config: Settings, *, image_shape: tuple[int, int, int] = (1, 28, 28),
+    evaluate_fn: EvaluateFn | None = None,
     eval_every: int = 0, record_fn: RecordFn | None = None, link: LinkModel | None = None,
 ) -> MDGANServer:
     """Run MD-GAN on ``grid`` (call from a ServerApp's ``main(grid, context)``).
@@ -676,10 +559,10 @@ def run_mdgan(
     Returns the finished :class:`MDGANServer` (its ``generator``, ``records``
     and ``events``).
     """
-    server = MDGANServer(grid, config, evaluate_fn=evaluate_fn, eval_every=eval_every,
-                         record_fn=record_fn, link=link)
+    server = MDGANServer(grid, config, image_shape=image_shape, evaluate_fn=evaluate_fn,
+                         eval_every=eval_every, record_fn=record_fn, link=link)
     server.run()
     return server
 
 
-__all__ = ["MDGANConfig", "MDGANServer", "MODES", "run_mdgan"]
+__all__ = ["MDGANServer", "MODES", "run_mdgan", "worker_config"]

@@ -1,10 +1,12 @@
 """Atomic save / load of the full server state (FeGAN paper §3.4, fault tolerance).
 
-A checkpoint holds the global generator and discriminator (one ArrayRecord's
-arrays), the number of completed rounds, the torch RNG state, the strategy's
+A checkpoint holds the number of completed rounds (or iterations), the run's
+resolved configuration and the family's learning state: for FL-GAN/FeGAN the
+global generator and discriminator, the torch RNG state and the strategy's
 state (sampling RNG, balanced-sampler queues and counts, device metadata and
-capabilities, data seen, the history of participating nodes per round) and
-the run's configuration. It is written to a temporary file and renamed over
+capabilities, data seen, the history of participating nodes per round); for
+MD-GAN the generator, its Adam state, the server's RNG and schedule state and
+every worker's discriminator and Adam state. It is written to a temporary file and renamed over
 the old one, so a crash mid-write never leaves a half-written checkpoint.
 Loading uses ``torch.load(weights_only=True)`` (no arbitrary code) and any
 problem raises :class:`CheckpointError` naming the file; the caller never
@@ -22,8 +24,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
-FORMAT = "flwr-gan-checkpoint/1"
-REQUIRED = ("format", "round", "arrays", "strategy", "config")
+FORMAT = "flwr-gan-checkpoint/2"
+REQUIRED = ("format", "round", "state", "config")
 
 
 class CheckpointError(RuntimeError):
@@ -40,32 +42,24 @@ def tensors_to_arrays(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: Array(t.numpy()) for k, t in tensors.items()})
 
 
-def save_checkpoint(path: str | Path, *, round_: int, arrays: ArrayRecord,
-                    strategy_state: Mapping[str, Any], config: Mapping[str, Any],
-                    extra: Mapping[str, Any] | None = None) -> Path:
-    """Write a checkpoint atomically (temp file + ``os.replace``).
+def save_state(path: str | Path, *, round_: int, state: Mapping[str, Any],
+               config: Mapping[str, Any]) -> Path:
+    """Write a checkpoint atomically (temp file, fsync, ``os.replace``).
 
     Parameters
     ----------
     path : str or Path
         Target file.
     round_ : int
-        Rounds completed.
-    arrays : ArrayRecord
-        Global model arrays.
-    strategy_state : mapping
-        ``strategy.state_dict()`` (plain Python types).
+        Rounds / iterations completed.
+    state : mapping
+        The family's learning state: tensors, numpy-free plain Python values.
     config : mapping
-        The run's resolved configuration.
-    extra : mapping, optional
-        Anything else (plain Python types or tensors).
+        The run's resolved configuration (checked on resume).
     """
     path = Path(path)
-    payload = {
-        "format": FORMAT, "round": int(round_), "arrays": arrays_to_tensors(arrays),
-        "strategy": dict(strategy_state), "config": dict(config),
-        "torch_rng": torch.get_rng_state(), "extra": dict(extra or {}),
-    }
+    payload = {"format": FORMAT, "round": int(round_), "state": dict(state),
+               "config": dict(config)}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(payload, tmp)
     with open(tmp, "rb") as fh:
@@ -97,8 +91,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
-    if not isinstance(payload["arrays"], dict) or not all(
-        isinstance(t, torch.Tensor) for t in payload["arrays"].values()
-    ):
-        raise CheckpointError(f"checkpoint {path} has malformed model arrays")
+    if not isinstance(payload["state"], dict):
+        raise CheckpointError(f"checkpoint {path} has a malformed state")
     return payload

@@ -83,7 +83,7 @@ def read_reply(node: int, reply: Message | None, timeout: float) -> Reply:
     if reply is None:
         return Reply(node, None, f"no reply within {timeout:g} s")
     if reply.has_error():
-        return Reply(node, None, f"failed: {short_reason(reply.error.reason)}")
+        return Reply(node, None, f"failed: {short_reason(reply.error.reason or '')}")
     return Reply(node, reply, "", content_nbytes(reply.content))
 
 

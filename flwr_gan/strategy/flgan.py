@@ -165,6 +165,16 @@ class FLGAN(FedAvg):
         """The round being run (or the next one): ``rounds_done + 1``."""
         return self.rounds_done + 1
 
+    def device_name(self, node_id: int) -> str:
+        """Return the device key of ``node_id`` (``node-<id>`` before any metadata).
+
+        Records name devices by key: Flower's node ids are random per run.
+        """
+        index = self._index()
+        if self.devices and node_id in index:
+            return self.devices[index[node_id]].key
+        return f"node-{node_id}"
+
     def _index(self) -> dict[int, int]:
         return {d.node_id: i for i, d in enumerate(self.devices or [])}
 
@@ -395,9 +405,8 @@ class FLGAN(FedAvg):
         costs = [NodeCost(nid, compute.get(nid, 0.0), info["bytes_down"].get(nid, 0),
                           bytes_up.get(nid, 0)) for nid in info["intended"]
                  if nid in bytes_up]
-        index = self._index()
-        keys = [self.devices[index[n]].key if self.devices and n in index else str(n)
-                for n in valid_ids]
+        name = self.device_name
+        keys = [name(n) for n in valid_ids]
 
         def mean(key: str) -> float | None:
             vals = [_num(m[key]) for m in metrics if key in m]
@@ -405,14 +414,14 @@ class FLGAN(FedAvg):
 
         record: dict[str, Any] = {
             "round": self.current_round,
-            "nodes": valid_ids,
+            "nodes": keys,
             "devices": keys,
-            "intended": list(info["intended"]),
-            "failed": {str(k): v for k, v in failed.items()},
+            "intended": [name(n) for n in info["intended"]],
+            "failed": {name(k): v for k, v in failed.items()},
             "weights": [float(w) for w in weights],
             "bytes_down": int(sum(info["bytes_down"].values())),
             "bytes_up": int(sum(bytes_up.values())),
-            "compute_s": {str(k): v for k, v in compute.items()},
+            "compute_s": {name(k): v for k, v in compute.items()},
             "compute_s_max": max(compute.values(), default=0.0),
             "examples": int(sum(_num(m.get(self.weighted_by_key, 0)) for m in metrics)),
             "d_loss": mean("d-loss"),

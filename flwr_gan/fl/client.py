@@ -23,7 +23,7 @@ simulation). Another Flower project can register these handlers in its own
 ClientApp::
 
     from flwr.clientapp import ClientApp
-    from flwr_gan.client_app import handle_metadata, handle_train
+    from flwr_gan.fl.client import handle_metadata, handle_train
 
     app = ClientApp()
     app.train()(handle_train)
@@ -81,7 +81,7 @@ class ClientSettings:
     def weak(self, run_config: Mapping[str, ConfigValue]) -> tuple[float, int]:
         """Return ``(weak_fraction, weak_seed)``, run config overriding the defaults."""
         frac = float(run_config.get("weak-fraction", self.weak_fraction))
-        seed = int(run_config.get("weak-seed", self.weak_seed))
+        seed = int(run_config.get("seed", self.weak_seed))
         return frac, seed
 
 
@@ -205,45 +205,33 @@ def handle_train(msg: Message, context: Context,
     return Message(reply, reply_to=msg)
 
 
-def make_client_app(settings: ClientSettings | None = None) -> ClientApp:
-    """Return a ClientApp with the train and metadata handlers bound to ``settings``.
+def register_handlers(app: ClientApp, settings: ClientSettings | None = None) -> ClientApp:
+    """Register the FL-GAN / FeGAN handlers (``train``, ``query.metadata``) on ``app``.
 
     Parameters
     ----------
+    app : ClientApp
+        The app to extend (the device app carries every family's handlers).
     settings : ClientSettings, optional
-        Fixed node-side settings (the ``simulate`` command passes its data
-        settings this way, since ``run_simulation`` gives an empty run config).
-        Default: everything from ``context.run_config``.
+        Fixed node-side settings; default: everything from ``context.run_config``.
     """
     settings = settings or ClientSettings()
-    client = ClientApp()
 
-    @client.train()
+    @app.train()
     def _train(msg: Message, context: Context) -> Message:
         return handle_train(msg, context, settings)
 
-    @client.query("metadata")
+    @app.query("metadata")
     def _metadata(msg: Message, context: Context) -> Message:
         return handle_metadata(msg, context, settings)
 
-    return client
+    return app
 
 
-def make_device_app() -> ClientApp:
-    """Return the ClientApp for a real device: every algorithm's handlers on one app.
-
-    A device started once with ``flower-supernode`` then serves FL-GAN and FeGAN
-    rounds (``train``, ``query.metadata``) as well as MD-GAN workers
-    (``train.mdgan_step``, ``query.mdgan_info``), whichever ServerApp is submitted.
-    """
-    from flwr_gan.mdgan.client import register_handlers
-
-    return register_handlers(make_client_app())
+def make_client_app(settings: ClientSettings | None = None) -> ClientApp:
+    """Return a ClientApp with only the FL-GAN / FeGAN handlers bound to ``settings``."""
+    return register_handlers(ClientApp(), settings)
 
 
-#: The ready ClientApp for ``flwr run`` (``clientapp = "flwr_gan.client_app:app"``):
-#: FL-GAN, FeGAN and MD-GAN handlers, all reading their settings from the run config.
-app = make_device_app()
-
-__all__ = ["ClientSettings", "app", "device_key", "handle_metadata",
-           "handle_train", "is_weak_device", "make_client_app", "make_device_app"]
+__all__ = ["ClientSettings", "device_key", "handle_metadata", "handle_train", "is_weak_device",
+           "make_client_app", "register_handlers"]

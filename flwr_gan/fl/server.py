@@ -1,0 +1,140 @@
+"""The FL-GAN / FeGAN family's server: the strategies run as a flwr-gan experiment.
+
+:func:`run_federated` is the family's entry in :mod:`flwr_gan.algorithms`: it
+builds the strategy from the settings, starts it on the grid, and per round
+logs one record to ``metrics.jsonl`` (the strategy's telemetry: ``round``,
+``nodes``, ``bytes_up``, ``bytes_down``, ``compute_s``, ``compute_s_max``,
+``wall_s``, ``virtual_s``, ``kl_seen`` (vs the devices' data),
+``kl_seen_reference`` (vs the whole training set), ``coverage``, losses; plus
+``fid`` / ``score`` at evaluations), saves sample grids, and checkpoints the
+full server state atomically, from which ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from flwr_gan.config import Settings
+from flwr_gan.core.models import build_models
+from flwr_gan.runtime.checkpoint import CheckpointError, arrays_to_tensors, tensors_to_arrays
+from flwr_gan.runtime.experiment import Experiment
+from flwr_gan.runtime.records import DISCRIMINATOR, GENERATOR, load_arrays, models_to_arrays
+from flwr_gan.runtime.telemetry import LinkModel
+from flwr_gan.strategy import FLGAN, FeGAN
+
+log = logging.getLogger(__name__)
+
+
+def link_of(settings: Settings) -> LinkModel:
+    """Return the virtual-clock link of the federation settings."""
+    fed = settings.federation
+    return LinkModel(fed.bandwidth_gbps * 1e9, fed.latency_ms / 1e3)
+
+
+def train_config(settings: Settings) -> ConfigRecord:
+    """Return the ConfigRecord every train message carries (model and optimizer)."""
+    s = settings
+    return ConfigRecord({
+        "model": s.model.model, "loss": s.model.resolved_loss(),
+        "latent-dim": s.model.latent_dim, "lr-g": s.train.lr_g, "lr-d": s.train.lr_d,
+        "beta1": s.train.beta1, "beta2": s.train.beta2, "d-steps": s.train.d_steps,
+        "seed": s.run.seed, "num-threads": s.federation.client_threads,
+        "local-steps": s.schedule.local_steps, "batch-size": s.train.batch_size,
+    })
+
+
+def make_strategy(settings: Settings, *, num_nodes: int, num_classes: int,
+                  kl_reference: list[int] | None = None) -> FLGAN:
+    """Build the strategy of ``settings.algorithm`` (``fegan`` or ``flgan``).
+
+    Parameters
+    ----------
+    settings : Settings
+        Run settings.
+    num_nodes : int
+        Nodes to wait for before the first round.
+    num_classes : int
+        Classes of the data set (validates reported metadata).
+    kl_reference : list of int, optional
+        Class counts of the whole training set (``kl_seen_reference``).
+    """
+    s = settings
+    common: dict[str, Any] = {
+        "fraction_train": s.fl.fraction, "min_train_nodes": s.fl.min_nodes,
+        "min_available_nodes": num_nodes, "local_steps": s.schedule.local_steps,
+        "batch_size": s.train.batch_size, "num_classes": num_classes, "link": link_of(s),
+        "metadata_timeout": s.federation.timeout, "seed": s.run.seed,
+        "kl_reference": kl_reference,
+    }
+    if s.algorithm == "fegan":
+        fe = s.fegan
+        return FeGAN(**common, sampling=fe.sampling, weighting=fe.weighting,
+                     dirac_threshold=fe.dirac_threshold, load_weighting=fe.load_weighting,
+                     min_load_fraction=fe.min_load_fraction)
+    return FLGAN(**common, collect_metadata=s.fl.collect_metadata)
+
+
+def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
+    """Run ``exp``'s FL-GAN / FeGAN rounds on ``grid``; return the records.
+
+    Raises
+    ------
+    CheckpointError
+        If the checkpoint being resumed holds a malformed strategy state.
+    """
+    s: Settings = exp.settings
+    torch.manual_seed(s.run.seed)
+    gen, disc = build_models(s.model.model, exp.image_shape, s.model.latent_dim or None)
+    num_nodes = s.federation.num_clients
+    strategy = make_strategy(s, num_nodes=num_nodes, num_classes=exp.train.num_classes,
+                             kl_reference=[int(c) for c in exp.train.class_counts()])
+    exp.resolved |= {"num_nodes": num_nodes, "strategy": type(strategy).__name__}
+    arrays = models_to_arrays({GENERATOR: gen, DISCRIMINATOR: disc})
+    if exp.checkpoint is not None:
+        state = exp.checkpoint["state"]
+        try:
+            arrays = tensors_to_arrays(state["arrays"])
+            strategy.load_state_dict(state["strategy"])
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint {exp.out}: bad FL state ({err})") from err
+        log.info("Resuming from %s at round %d", exp.out, exp.start)
+    exp.open()
+
+    def evaluate(r: int, current: ArrayRecord) -> dict[str, Any]:
+        load_arrays(gen, current, GENERATOR)
+        return exp.evaluate(r, {"generator": gen})
+
+    def on_round(server_round: int, current: ArrayRecord) -> MetricRecord | None:
+        r = strategy.rounds_done
+        if server_round == 0:
+            if r == 0:
+                exp.log({"round": 0, "wall_s": 0.0, "virtual_s": 0.0} | evaluate(0, current))
+            return None
+        record = dict(strategy.history[-1])
+        if exp.due(r):
+            record |= evaluate(r, current)
+        exp.log(record)
+        if exp.checkpoint_due(r):
+            exp.save_checkpoint(r, {"arrays": arrays_to_tensors(current),
+                                    "strategy": strategy.state_dict(),
+                                    "torch_rng": torch.get_rng_state()})
+        if record.get("fid") is not None:
+            return MetricRecord({"fid": float(record["fid"])})
+        return None
+
+    remaining = exp.total - exp.start
+    if remaining > 0:
+        strategy.start(grid=grid, initial_arrays=arrays, num_rounds=remaining,
+                       timeout=s.federation.timeout, train_config=train_config(s),
+                       evaluate_fn=on_round)
+    if strategy.metadata_telemetry:
+        assert exp.run is not None
+        exp.run.write_json("metadata.json", strategy.metadata_telemetry
+                           | {"devices_info": [d.to_dict() for d in strategy.devices or []]})
+    return exp.finish(title=f"{s.algorithm} {s.model.model} on {exp.train.name}")

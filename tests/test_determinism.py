@@ -1,0 +1,119 @@
+"""Same seed, same metrics.jsonl (apart from timings), for every family.
+
+Flower's node ids are random per run; here every second run gets other random
+node ids (in shuffled order), so anything keyed by node id instead of device key
+shows up as a difference.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from flwr_gan.algorithms import make_settings
+from flwr_gan.runtime.experiment import prepare
+from flwr_gan.runtime.rundir import read_metrics
+from flwr_gan.runtime.simulation import run
+
+
+def untimed(value: Any) -> Any:
+    """Drop every timing (``*_s``, ``*_s_max``, ...) from records, recursively."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items()
+                if not (k.endswith("_s") or "_s_" in k)}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
+
+
+def random_ids(n: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return rng.sample(range(1, 2**62), n)
+
+
+def test_untimed_drops_timings_only():
+    rec = {"round": 1, "wall_s": 0.3, "compute_s": {"partition-0": 0.1}, "fid": 3.0,
+           "compute_s_max": 0.1,
+           "dropped": [{"node": "partition-1", "t_s": 1.0}]}
+    assert untimed(rec) == {"round": 1, "fid": 3.0, "dropped": [{"node": "partition-1"}]}
+
+
+def test_standalone(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        s = make_settings("standalone", steps=30, eval_every=15, n_eval=100, batch_size=16,
+                          out=str(tmp_path / name), progress=False)
+        runs.append(untimed(run(s).records))
+    assert runs[0] == runs[1] and len(runs[0]) == 3 and runs[0][-1]["fid"] > 0
+
+
+@pytest.mark.parametrize("algorithm", ["fegan", "flgan"])
+def test_fl_families(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, algorithm: str) -> None:
+    from flwr_gan.fl.client import make_client_app
+    from flwr_gan.fl.server import run_federated
+    from tests.fegan_fakes import InProcessGrid, set_task_identity
+
+    set_task_identity(monkeypatch)
+    torch.set_num_threads(1)
+    runs = []
+    for i, name in enumerate(("a", "b")):
+        s = make_settings(algorithm, num_clients=6, rounds=3, fraction=0.34, model="small",
+                          local_steps=2, batch_size=16, max_samples=100, eval_every=3,
+                          n_eval=100, out=str(tmp_path / name), progress=False)
+        exp = prepare(s, unit="round", total=3, federated=True)
+        grid = InProcessGrid(make_client_app(), 6, run_config=s.to_run_config(),
+                             node_ids=random_ids(6, i))
+        run_federated(grid, exp)
+        runs.append(untimed(read_metrics(tmp_path / name / "metrics.jsonl")))
+    assert runs[0] == runs[1]
+    assert all(r["nodes"] for r in runs[0][1:])
+
+
+def test_mdgan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr_gan.algorithms import get_algorithm
+    from flwr_gan.apps import device_app
+    from flwr_gan.mdgan.experiment import run_mdgan_experiment
+    from tests.mdgan_fakes import FakeGrid, set_task_identity
+
+    set_task_identity(monkeypatch)
+    runs = []
+    for i, name in enumerate(("a", "b")):
+        s = make_settings("mdgan", num_clients=3, iterations=6, kappa="2", batch_size=8,
+                          swap_epochs=1e-9, crash_schedule=True, eval_every=3, n_eval=100,
+                          out=str(tmp_path / name), progress=False)
+        algo = get_algorithm("mdgan")
+        exp = prepare(s, unit=algo.unit, total=6, federated=True)
+        grid = FakeGrid([device_app() for _ in range(3)], node_ids=random_ids(3, i),
+                        run_config=s.to_run_config())
+        run_mdgan_experiment(grid, exp)
+        exp.close()
+        runs.append(untimed(read_metrics(tmp_path / name / "metrics.jsonl")))
+    assert runs[0] == runs[1]
+    assert sum(r.get("swaps", 0) for r in runs[0]) > 0 and runs[0][-1]["alive"] < 3
+
+
+def test_gossip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr_gan.apps import device_app
+    from flwr_gan.gossip.experiment import run_gossip_experiment
+    from tests.mdgan_fakes import FakeGrid, set_task_identity
+
+    set_task_identity(monkeypatch)
+    torch.set_num_threads(1)
+    runs = []
+    for i, name in enumerate(("a", "b")):
+        s = make_settings("gossip", variant="ddl_ind", num_clients=4, rounds=3, local_steps=2,
+                          batch_size=8, eval_every=3, eval_workers=2, n_eval=100,
+                          out=str(tmp_path / name), progress=False)
+        exp = prepare(s, unit="round", total=3, federated=True)
+        grid = FakeGrid([device_app() for _ in range(4)], node_ids=random_ids(4, i),
+                        run_config=s.to_run_config())
+        run_gossip_experiment(grid, exp)
+        exp.close()
+        runs.append(untimed(read_metrics(tmp_path / name / "metrics.jsonl")))
+    assert runs[0] == runs[1]
+    assert runs[0][-1]["fid_worst"] >= runs[0][-1]["fid_best"] > 0
+    assert all(r["peers"] for r in runs[0][1:])  # models were exchanged
