@@ -41,6 +41,7 @@ from torch import nn
 from flwr_gan.config import Settings
 from flwr_gan.gossip.client import GENERATOR_TYPE, INFO_TYPE, STEP_TYPE, initial_models
 from flwr_gan.gossip.peers import choose_peers
+from flwr_gan.runtime.loop import RecordFn, RelayLoop
 from flwr_gan.runtime.records import (
     DISCRIMINATOR,
     GENERATOR,
@@ -49,15 +50,13 @@ from flwr_gan.runtime.records import (
     models_to_arrays,
     validate_arrays,
 )
-from flwr_gan.runtime.relay import Relay, Reply, Traffic, short_reason
+from flwr_gan.runtime.relay import Reply, Traffic
 from flwr_gan.runtime.telemetry import LinkModel, content_nbytes, virtual_round_seconds
 
 log = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[int, dict[str, nn.Module]], Mapping[str, Any] | None]
-RecordFn = Callable[[dict[str, Any]], None]
 
-NODE_WAIT_S = 120.0  # how long to wait for the workers to connect
 _EVAL_STREAM = 0x6576616C  # separates the evaluation subset's draw from the peer stream
 
 
@@ -96,7 +95,7 @@ class _Round:
     server_s: float = 0.0
 
 
-class GossipServer:
+class GossipServer(RelayLoop):
     """The Gossip GAN relay loop over a Flower ``Grid``.
 
     Parameters
@@ -123,31 +122,18 @@ class GossipServer:
         evaluate_fn: EvaluateFn | None = None, eval_every: int = 0,
         record_fn: RecordFn | None = None, link: LinkModel | None = None,
     ) -> None:
-        self.cfg = config
-        self.image_shape = tuple(image_shape)
-        self.evaluate_fn = evaluate_fn
-        self.eval_every = eval_every
-        self.record_fn = record_fn
-        self.link = link or LinkModel()
+        super().__init__(grid, config, image_shape=image_shape, evaluate_fn=evaluate_fn,
+                         eval_every=eval_every, record_fn=record_fn, link=link)
         self.generator, self.discriminator = initial_models(
             config.model.model, self.image_shape, config.latent_dim or None, config.seed)
         self.g_nbytes = record_nbytes(models_to_arrays({GENERATOR: self.generator}))
         self.d_nbytes = record_nbytes(models_to_arrays({DISCRIMINATOR: self.discriminator}))
         self.rng = np.random.default_rng(config.seed)
-        self.relay = Relay(grid, timeout=config.timeout)
-        self.alive: list[int] = []
-        self.keys: dict[int, str] = {}
         self.local_sizes: dict[str, int] = {}
         self.eval_keys: list[str] = []
         self.pending: dict[int, list[tuple[str, ArrayRecord]]] = {}
-        self.records: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
         self.wall_s = 0.0
         self.virtual_s = 0.0
-
-    def key(self, node: int) -> str:
-        """Return the device key of ``node`` (what records name; stable across runs)."""
-        return self.keys.get(node, f"node-{node}")
 
     # -- handshake -----------------------------------------------------------
 
@@ -157,19 +143,10 @@ class GossipServer:
         Also fixes the evaluated subset (``eval_workers``), drawn from the seed
         over the device keys.
         """
-        def dropped(node: int, reason: str) -> None:
-            self.events.append({"round": 0, "event": "dropped", "node": f"node-{node}",
-                                "reason": short_reason(reason)})
-            log.warning("worker %s unavailable at start: %s", node, reason)
-
-        found = self.relay.connect(INFO_TYPE, worker_config(self.cfg, self.image_shape),
-                                   want=self.cfg.num_clients, wait_s=NODE_WAIT_S,
-                                   on_drop=dropped)
-        for key, node, reply in found:
+        found = self.handshake(INFO_TYPE, worker_config(self.cfg, self.image_shape))
+        for key, _, reply in found:
             info: Any = reply.content.metric_records["metrics"]
-            self.keys[node] = key
             self.local_sizes[key] = int(info["num-examples"])
-            self.alive.append(node)
         keys = [self.key(n) for n in self.alive]
         k = self.cfg.eval_workers
         if k == 0 or k >= len(keys):
@@ -183,13 +160,8 @@ class GossipServer:
     # -- one round -----------------------------------------------------------
 
     def _drop(self, node: int, reason: str, round_: int, rnd: _Round) -> None:
-        if node in self.alive:
-            self.alive.remove(node)
         rnd.discarded += len(self.pending.pop(node, []))
-        info = {"node": self.key(node), "reason": short_reason(reason)}
-        rnd.dropped.append(info)
-        self.events.append({"round": round_, "event": "dropped", **info})
-        log.info("round %d: worker %s dropped (%s)", round_, self.key(node), reason[:120])
+        rnd.dropped.append(self.drop(node, reason, round_))
 
     def _wave(self, round_: int, nodes: list[int], rnd: _Round, *, send: str,
               merge_only: bool) -> list[Reply]:
@@ -353,11 +325,6 @@ class GossipServer:
         else:
             log.warning("round %d: no generator to evaluate", round_)
 
-    def _emit(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        if self.record_fn is not None:
-            self.record_fn(record)
-
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> list[dict[str, Any]]:
@@ -368,7 +335,7 @@ class GossipServer:
             rnd = _Round(started=time.perf_counter())
             record = self._record(0, rnd)
             self._maybe_evaluate(0, rnd, record)
-            self._emit(record)
+            self.emit(record)
         for round_ in range(1, self.cfg.rounds + 1):
             if not self.alive:
                 log.warning("every worker has failed: stopping at round %d", round_)
@@ -379,7 +346,7 @@ class GossipServer:
                 self._deliver(round_, rnd)
             record = self._record(round_, rnd)
             self._maybe_evaluate(round_, rnd, record)
-            self._emit(record)
+            self.emit(record)
         return self.records
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from flwr_gan.config import Settings
@@ -59,16 +59,15 @@ from flwr_gan.mdgan.assignment import (
 )
 from flwr_gan.mdgan.client import INFO_TYPE, STEP_TYPE
 from flwr_gan.mdgan.settings import MODES
+from flwr_gan.runtime.loop import RecordFn, RelayLoop
 from flwr_gan.runtime.records import InvalidUpdateError, arrays_nbytes, check_state, split_arrays
-from flwr_gan.runtime.relay import Relay, Reply, read_reply, short_reason
+from flwr_gan.runtime.relay import Reply
 from flwr_gan.runtime.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 
 log = logging.getLogger(__name__)
 
-NODE_WAIT_S = 120.0  # how long to wait for the workers to connect
 
 EvaluateFn = Callable[[int, torch.nn.Module], Mapping[str, Any] | None]
-RecordFn = Callable[[dict[str, Any]], None]
 
 
 def worker_config(settings: Settings, image_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -125,7 +124,7 @@ class _Interval:
                                     old.bytes_up + up)
 
 
-class MDGANServer:
+class MDGANServer(RelayLoop):
     """The MD-GAN server loop over a Flower ``Grid``.
 
     Parameters
@@ -148,18 +147,16 @@ class MDGANServer:
         Link of the virtual clock.
     """
 
+    unit = "iteration"
+
     def __init__(
         self, grid: Grid, config: Settings, *, image_shape: tuple[int, int, int] = (1, 28, 28),
         evaluate_fn: EvaluateFn | None = None, eval_every: int = 0,
         record_fn: RecordFn | None = None, link: LinkModel | None = None,
     ) -> None:
-        self.grid = grid
-        self.cfg = config
-        self.image_shape = tuple(image_shape)
-        self.evaluate_fn = evaluate_fn
-        self.eval_every = eval_every
-        self.record_fn = record_fn
-        self.link = link or LinkModel()
+        super().__init__(grid, config, image_shape=image_shape, evaluate_fn=evaluate_fn,
+                         eval_every=eval_every, record_fn=record_fn, link=link,
+                         poll_interval=config.poll_interval)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             gen, disc = build_models(config.model.model, self.image_shape,
@@ -169,50 +166,29 @@ class MDGANServer:
                                   optim=config.train.optimizer(), seed=config.seed)
         self.generator = gen
         self.rng = np.random.default_rng(config.seed)
-        self.alive: list[int] = []
         self.local_sizes: dict[int, int] = {}
         self.period = 0
         self.pending_disc: dict[int, ArrayRecord] = {}
-        self.records: list[dict[str, Any]] = []
         self.crash_plan: list[int] = []
         self.wall_s = 0.0
         self.virtual_s = 0.0
         self.compute_s = 0.0
-        self.events: list[dict[str, Any]] = []
-        self.keys: dict[int, str] = {}
         #: Iterations already done (a resumed run continues after them).
         self.start = 0
-        self.relay = Relay(grid, timeout=config.timeout, poll_interval=config.poll_interval)
 
     # -- Flower plumbing (the shared relay) --------------------------------
-
-    def _message(self, node: int, mtype: str, content: RecordDict, group: str) -> Message:
-        return self.relay.message(node, mtype, content, group)
-
-    def key(self, node: int) -> str:
-        """Return the device key of ``node`` (what records name; stable across runs)."""
-        return self.keys.get(node, f"node-{node}")
 
     def connect(self) -> list[int]:
         """Wait for the workers, ask each for its identity and data-set size.
 
-        Workers are ordered (and, with ``num_workers``, chosen) by device key,
+        Workers are ordered (and, with ``num_clients``, chosen) by device key,
         so which worker gets which batches does not depend on Flower's node ids.
         Returns the live node ids in that order.
         """
-        def dropped(node: int, reason: str) -> None:
-            self.events.append({"iteration": 0, "node": f"node-{node}", "event": "dropped",
-                                "reason": reason})
-            log.warning("worker %s unavailable at start: %s", node, reason)
-
-        found = self.relay.connect(INFO_TYPE, worker_config(self.cfg, self.image_shape),
-                                   want=self.cfg.num_clients, wait_s=NODE_WAIT_S,
-                                   on_drop=dropped)
-        for key, node, reply in found:
+        found = self.handshake(INFO_TYPE, worker_config(self.cfg, self.image_shape))
+        for _, node, reply in found:
             info: Any = reply.content.metric_records["metrics"]
-            self.keys[node] = key
             self.local_sizes[node] = int(info["num-examples"])
-            self.alive.append(node)
         m = int(np.median(list(self.local_sizes.values())))
         self.period = swap_period(m, self.cfg.swap_epochs, self.cfg.batch_size)
         if self.cfg.crash_schedule:
@@ -243,13 +219,8 @@ class MDGANServer:
         return len(due)
 
     def _drop(self, node: int, reason: str, iteration: int, interval: _Interval) -> None:
-        if node in self.alive:
-            self.alive.remove(node)
         self.pending_disc.pop(node, None)
-        info = {"node": self.key(node), "reason": short_reason(reason)}
-        interval.dropped.append(info)
-        self.events.append({"iteration": iteration, "event": "dropped", **info})
-        log.info("iteration %d: worker %s dropped (%s)", iteration, node, reason[:120])
+        interval.dropped.append(self.drop(node, reason, iteration))
 
     def _read_reply(
         self, sent: _Sent, got: Reply, iteration: int, interval: _Interval,
@@ -340,9 +311,7 @@ class MDGANServer:
             or (self.eval_every > 0 and iteration % self.eval_every == 0)
         ):
             record.update(self.evaluate_fn(iteration, self.generator) or {})
-        self.records.append(record)
-        if self.record_fn is not None:
-            self.record_fn(record)
+        self.emit(record)
         return record
 
     def _initial_eval(self) -> None:
@@ -353,9 +322,7 @@ class MDGANServer:
                                   "compute_s": {}, "compute_s_max": 0.0, "wall_s": 0.0,
                                   "virtual_s": 0.0}
         record.update(self.evaluate_fn(0, self.generator) or {})
-        self.records.append(record)
-        if self.record_fn is not None:
-            self.record_fn(record)
+        self.emit(record)
 
     # -- synchronous MD-GAN (Algorithm 1) ----------------------------------
 
@@ -400,7 +367,7 @@ class MDGANServer:
                 interval.bytes_down += nbytes
                 interval.payload_down += payload
                 interval.swap_bytes_down += swap_down
-                msg = self._message(node, STEP_TYPE, content, str(it))
+                msg = self.relay.message(node, STEP_TYPE, content, str(it))
                 msgs.append(msg)
                 sent[str(len(msgs) - 1)] = _Sent(node, 0, g, it - 1, time.perf_counter(), nbytes,
                                                  payload, swap_down, swap_now, node in victims)
@@ -430,123 +397,9 @@ class MDGANServer:
     # -- pipelined / asynchronous MD-GAN (paper §VII-1) -------------------
 
     def _run_pipelined(self) -> None:
-        cfg, b = self.cfg, self.cfg.batch_size
-        self.generator.train()
-        shape = (b, *self.image_shape)
-        version = self.start
-        outstanding: dict[str, _Sent] = {}
-        waves: dict[int, torch.Tensor] = {}
-        next_wave = 0
-        acc: list[Feedback] = []
-        swap_wanted: set[int] = set()
-        swap_pool: dict[int, ArrayRecord] = {}
-        interval = _Interval(started=time.perf_counter())
-        crash_due = 0
-        crash_checked = 0
-        order = list(self.alive)
-        while version < cfg.iterations and self.alive:
-            quorum = len(self.alive) if cfg.workers_per_iteration <= 0 else min(
-                cfg.workers_per_iteration, len(self.alive))
-            # crash schedule and swap triggers for the upcoming version
-            if crash_checked < version + 1:
-                crash_due += self._take_crash(version + 1)
-                if is_swap_iteration(version + 1, self.period) and len(self.alive) >= 2:
-                    swap_wanted = set(self.alive)
-                    swap_pool = {}
-                crash_checked = version + 1
-            busy = {s.node for s in outstanding.values()}
-            idle = [n for n in self.alive if n not in busy]
-            room = quorum - len(busy)
-            if idle and room > 0:
-                t0 = time.perf_counter()
-                chosen = sample_workers(idle, room, self.rng) if room < len(idle) else idle
-                kappa = kappa_for(len(self.alive), cfg.kappa)
-                pairs = {n: assign_batches(len(order), min(kappa, len(order)))[order.index(n)]
-                         for n in chosen}
-                needed = sorted({k for p in pairs.values() for k in p})
-                slot = {k: i for i, k in enumerate(needed)}
-                z = self.trainer.latent(len(needed) * b)
-                x = self.trainer.generate(len(needed) * b, z)
-                waves[next_wave] = z
-                interval.server_s += time.perf_counter() - t0
-                msgs, meta = [], []
-                for node in chosen:
-                    g, d = (slot[k] for k in pairs[node])
-                    crash = crash_due > 0
-                    crash_due -= int(crash)
-                    send_disc = node in swap_wanted and node not in swap_pool
-                    content, payload, swap_down = self._step_content(
-                        node, version + 1, x[g * b:(g + 1) * b], x[d * b:(d + 1) * b],
-                        send_disc=send_disc, crash=crash)
-                    nbytes = content_nbytes(content)
-                    interval.bytes_down += nbytes
-                    interval.payload_down += payload
-                    interval.swap_bytes_down += swap_down
-                    msgs.append(self._message(node, STEP_TYPE, content, str(version + 1)))
-                    meta.append(_Sent(node, next_wave, g, version, time.perf_counter(), nbytes,
-                                      payload, swap_down, send_disc, crash))
-                for mid, s in zip(self.relay.push(msgs), meta, strict=True):
-                    outstanding[mid] = s
-                next_wave += 1
-            progressed = False
-            for reply in self.relay.pull(sorted(outstanding)):
-                mid = reply.metadata.reply_to_message_id
-                if mid not in outstanding:
-                    continue
-                s = outstanding.pop(mid)
-                progressed = True
-                values, disc_out = self._read_reply(
-                    s, read_reply(s.node, reply, cfg.timeout), version + 1, interval, shape)
-                if disc_out is not None and s.node in swap_wanted:
-                    swap_pool[s.node] = disc_out
-                if values is None:
-                    continue
-                staleness = version - s.version
-                if staleness > cfg.max_staleness:
-                    interval.stale += 1
-                    continue
-                interval.staleness.append(staleness)
-                acc.append(Feedback(s.node, s.wave, s.batch_g, values))
-            now = time.perf_counter()
-            for mid, s in list(outstanding.items()):
-                if now - s.sent_at > cfg.timeout:
-                    outstanding.pop(mid)
-                    interval.messages += 1
-                    self._drop(s.node, f"no reply within {cfg.timeout:g} s", version + 1,
-                               interval)
-                    progressed = True
-            if swap_wanted and set(self.alive) & swap_wanted <= set(swap_pool):
-                t1 = time.perf_counter()
-                self._relay_swaps(swap_pool, interval)
-                interval.server_s += time.perf_counter() - t1
-                swap_wanted, swap_pool = set(), {}
-            if len(acc) >= quorum or (acc and len(acc) >= len(self.alive)):
-                t1 = time.perf_counter()
-                used = sorted({f.wave for f in acc})
-                remap = {w: i for i, w in enumerate(used)}
-                fbs = [Feedback(f.worker, remap[f.wave], f.batch, f.values) for f in acc]
-                generator_update(self.generator, self.trainer.opt_g,  # type: ignore[arg-type]
-                                 [waves[w] for w in used], b, fbs, method=cfg.aggregation,
-                                 trim_fraction=cfg.trim_fraction)
-                version += 1
-                live = {s.wave for s in outstanding.values()}
-                waves = {w: zz for w, zz in waves.items() if w in live}
-                interval.server_s += time.perf_counter() - t1
-                st = interval.staleness
-                self._finish(version, interval, [f.worker for f in acc],
-                             kappa_for(len(self.alive) or 1, cfg.kappa),
-                             {"mode": "pipelined", "updated": True,
-                              "staleness_mean": float(np.mean(st)) if st else 0.0,
-                              "staleness_max": int(max(st, default=0)),
-                              "stale_discarded": interval.stale})
-                acc = []
-                interval = _Interval(started=time.perf_counter())
-                progressed = True
-            if not progressed:
-                time.sleep(cfg.poll_interval)
-        if not self.alive:
-            log.warning("every worker has failed: stopping at version %d", version)
-        # Replies still in flight are abandoned; their workers simply idle.
+        from flwr_gan.mdgan.pipelined import run_pipelined
+
+        run_pipelined(self)
 
 
 def run_mdgan(

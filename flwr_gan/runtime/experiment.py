@@ -138,9 +138,7 @@ class Experiment:
         ev = self.evaluator()
         results, first = {}, None
         for key, gen in generators.items():
-            was_training = gen.training
-            result, fake = ev.evaluate_with_samples(gen)
-            gen.train(was_training)
+            result, fake = ev.evaluate_with_samples(gen)  # eval mode, fixed latents
             results[key] = result
             if first is None:
                 first = fake
