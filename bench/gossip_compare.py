@@ -120,7 +120,8 @@ def main() -> int:
         fids = [(int(r["round"]) * args.local_steps, r["fid"], r.get("fid_best"),
                  r.get("fid_worst")) for r in recs if r.get("fid") is not None]
         config = json.loads((out_dir / "config.json").read_text())
-        exchanged = sum(int(r.get("exchanged", len(r.get("nodes", [])))) for r in trained)
+        # worker-exchanges: every live worker sends its G and D once per round
+        exchanged = sum(len(r["nodes"]) for r in trained if int(r.get("exchanged", 0)) > 0)
         entry: dict[str, Any] = {
             "algorithm": algorithm, "out": str(out_dir), "fid": fids,
             "initial_fid": fids[0][1], "final_fid": fids[-1][1],
@@ -129,7 +130,7 @@ def main() -> int:
             "bytes_up": sum(int(r["bytes_up"]) for r in trained),
             "bytes_down": sum(int(r["bytes_down"]) for r in trained),
         }
-        if algorithm == "gossip" and config.get("variant") != "isolated" and exchanged:
+        if algorithm == "gossip" and exchanged:
             g, d = int(config["generator_bytes"]), int(config["discriminator_bytes"])
             entry |= {
                 "generator_bytes": g, "discriminator_bytes": d,
