@@ -151,3 +151,29 @@ def device_key(node_config: Mapping[str, ConfigValue], node_id: int) -> str:
     if "data-path" in node_config:
         return f"path-{node_config['data-path']}"
     return f"node-{node_id}"
+
+
+def message_data_config(config: Mapping[str, Any],
+                        run_config: Mapping[str, ConfigValue]) -> DataConfig:
+    """Return the data settings of a message: its data keys over the node's run config.
+
+    Relay protocols (MD-GAN, gossip) send the data settings in every message, so
+    a device needs no run config of its own.
+    """
+    merged: dict[str, Any] = dict(run_config)
+    merged.update({k: config[k] for k in DataConfig().to_run_config() if k in config})
+    return DataConfig.from_run_config(merged)
+
+
+@lru_cache(maxsize=16)
+def _images(node_items: tuple[tuple[str, Any], ...], cfg: DataConfig) -> Any:
+    return node_training_data(dict(node_items), cfg).to_tensor()
+
+
+def node_images(node_config: Mapping[str, ConfigValue], cfg: DataConfig) -> Any:
+    """Return the node's training images as a tensor in ``[-1, 1]``.
+
+    Memoised per process (simulated nodes sharing an actor do not rebuild it);
+    callers must not modify it.
+    """
+    return _images(tuple(sorted((str(k), v) for k, v in node_config.items())), cfg)

@@ -46,7 +46,7 @@ from torch import nn
 
 from flwr_gan.core.models import build_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig, TrainStats, infinite_batches
-from flwr_gan.data.node import DataConfig, device_key, node_training_data
+from flwr_gan.data.node import DataConfig, device_key, message_data_config, node_images
 from flwr_gan.gossip.peers import average_states
 from flwr_gan.runtime.nodestate import load_optimizer_arrays, optimizer_to_arrays
 from flwr_gan.runtime.records import (
@@ -74,26 +74,14 @@ _STATE_OPT_G = "gossip.opt-g"
 _STATE_OPT_D = "gossip.opt-d"
 
 
-_DATA_KEYS = tuple(DataConfig().to_run_config())
-
-
 def data_config(config: Mapping[str, Any], run_config: Mapping[str, Any]) -> DataConfig:
     """Return the data settings: the message's keys over the node's run config."""
-    merged = dict(run_config)
-    merged.update({k: config[k] for k in _DATA_KEYS if k in config})
-    return DataConfig.from_run_config(merged)
-
-
-@lru_cache(maxsize=16)
-def _images(node_items: tuple[tuple[str, Any], ...], cfg: DataConfig) -> torch.Tensor:
-    """Return a node's training images in ``[-1, 1]`` (memoised per process, read only)."""
-    return node_training_data(dict(node_items), cfg).to_tensor()
+    return message_data_config(config, run_config)
 
 
 def local_images(context: Context, cfg: DataConfig) -> torch.Tensor:
     """Return the images this node trains on (its partition, or its ``data-path``)."""
-    items = tuple(sorted((str(k), v) for k, v in context.node_config.items()))
-    return _images(items, cfg)
+    return node_images(context.node_config, cfg)
 
 
 def stream_seed(seed: int, key: str, round_: int, what: str) -> int:

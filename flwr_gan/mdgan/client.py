@@ -36,7 +36,6 @@ import copy
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
@@ -48,16 +47,10 @@ from torch import nn
 
 from flwr_gan.core.models import build_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig
-from flwr_gan.data.node import DataConfig, device_key, node_training_data
+from flwr_gan.data.node import DataConfig, device_key, message_data_config, node_images
 from flwr_gan.mdgan.assignment import real_batch_indices
-from flwr_gan.runtime.nodestate import (
-    NodeObjects,
-    NodeStore,
-    array_of,
-    array_record,
-    module_arrays,
-    tensor_of,
-)
+from flwr_gan.runtime.arraycodec import array_of, array_record, module_arrays, tensor_of
+from flwr_gan.runtime.nodestate import NodeObjects, NodeStore
 from flwr_gan.runtime.records import load_arrays
 from flwr_gan.runtime.relay import IDENTITY_KEY
 
@@ -72,7 +65,6 @@ STATE_OPT = "mdgan.opt"
 STATE_META = "mdgan.meta"
 _STORE = NodeStore("mdgan", modules_key=STATE_DISC, optimizer_keys={_DISC: STATE_OPT},
                    meta_key=STATE_META)
-_DATA_KEYS = tuple(k.replace("_", "-") for k in asdict(DataConfig()))
 
 
 class WorkerCrashedError(RuntimeError):
@@ -81,23 +73,12 @@ class WorkerCrashedError(RuntimeError):
 
 def data_config(config: Mapping[str, Any], run_config: Mapping[str, Any]) -> DataConfig:
     """Return the data settings: message keys over the run config, then defaults."""
-    merged = dict(run_config)
-    merged.update({k: config[k] for k in _DATA_KEYS if k in config})
-    return DataConfig.from_run_config(merged)
-
-
-@lru_cache(maxsize=32)
-def _local_images(
-    node_items: tuple[tuple[str, Any], ...], cfg: DataConfig
-) -> torch.Tensor:
-    """Return this node's training images in ``[-1, 1]`` (memoised per process, read-only use)."""
-    return node_training_data(dict(node_items), cfg).to_tensor()
+    return message_data_config(config, run_config)
 
 
 def local_images(context: Context, cfg: DataConfig) -> torch.Tensor:
-    """Return the images the node trains on (see :func:`flwr_gan.data.node.node_training_data`)."""
-    items = tuple(sorted((str(k), v) for k, v in context.node_config.items()))
-    return _local_images(items, cfg)
+    """Return the images the node trains on (see :func:`flwr_gan.data.node.node_images`)."""
+    return node_images(context.node_config, cfg)
 
 
 def worker_seed(seed: int, key: str) -> int:

@@ -41,6 +41,7 @@ def run_pipelined(server: MDGANServer) -> None:
     outstanding: dict[str, _Sent] = {}
     waves: dict[int, torch.Tensor] = {}
     next_wave = 0
+    shared: tuple[int, int, int, torch.Tensor] | None = None  # (version, kappa, wave, x)
     acc: list[Feedback] = []
     swap_wanted: set[int] = set()
     swap_pool: dict[int, ArrayRecord] = {}
@@ -64,18 +65,19 @@ def run_pipelined(server: MDGANServer) -> None:
         if idle and room > 0:
             t0 = time.perf_counter()
             chosen = sample_workers(idle, room, server.rng) if room < len(idle) else idle
-            kappa = kappa_for(len(server.alive), cfg.kappa)
-            pairs = {n: assign_batches(len(order), min(kappa, len(order)))[order.index(n)]
-                     for n in chosen}
-            needed = sorted({k for p in pairs.values() for k in p})
-            slot = {k: i for i, k in enumerate(needed)}
-            z = server.trainer.latent(len(needed) * b)
-            x = server.trainer.generate(len(needed) * b, z)
-            waves[next_wave] = z
+            kappa = min(kappa_for(len(server.alive), cfg.kappa), len(order))
+            pairs = {n: assign_batches(len(order), kappa)[order.index(n)] for n in chosen}
+            if shared is None or shared[:2] != (version, kappa):
+                # one set of kappa batches per generator version, as in sync mode
+                z = server.trainer.latent(kappa * b)
+                shared = (version, kappa, next_wave, server.trainer.generate(kappa * b, z))
+                waves[next_wave] = z
+                next_wave += 1
+            wave, x = shared[2], shared[3]
             interval.server_s += time.perf_counter() - t0
             msgs, meta = [], []
             for node in chosen:
-                g, d = (slot[k] for k in pairs[node])
+                g, d = pairs[node]
                 crash = crash_due > 0
                 crash_due -= int(crash)
                 send_disc = node in swap_wanted and node not in swap_pool
@@ -87,11 +89,10 @@ def run_pipelined(server: MDGANServer) -> None:
                 interval.payload_down += payload
                 interval.swap_bytes_down += swap_down
                 msgs.append(server.relay.message(node, STEP_TYPE, content, str(version + 1)))
-                meta.append(_Sent(node, next_wave, g, version, time.perf_counter(), nbytes,
+                meta.append(_Sent(node, wave, g, version, time.perf_counter(), nbytes,
                                   payload, swap_down, send_disc, crash))
             for mid, s in zip(server.relay.push(msgs), meta, strict=True):
                 outstanding[mid] = s
-            next_wave += 1
         progressed = False
         for reply in server.relay.pull(sorted(outstanding)):
             mid = reply.metadata.reply_to_message_id

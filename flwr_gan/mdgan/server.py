@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from flwr_gan.config import Settings
@@ -59,6 +59,7 @@ from flwr_gan.mdgan.assignment import (
 )
 from flwr_gan.mdgan.client import INFO_TYPE, STEP_TYPE
 from flwr_gan.mdgan.settings import MODES
+from flwr_gan.runtime.arraycodec import array_of, array_record
 from flwr_gan.runtime.loop import RecordFn, RelayLoop
 from flwr_gan.runtime.records import InvalidUpdateError, arrays_nbytes, check_state, split_arrays
 from flwr_gan.runtime.relay import Reply
@@ -203,7 +204,8 @@ class MDGANServer(RelayLoop):
     ) -> tuple[RecordDict, int, int]:
         config = ConfigRecord(worker_config(self.cfg, self.image_shape) | {
             "iteration": iteration, "send-disc": send_disc, "crash": crash})
-        batches = ArrayRecord({"x_g": Array(x_g.cpu().numpy()), "x_d": Array(x_d.cpu().numpy())})
+        batches = array_record({"x_g": array_of(x_g.cpu().numpy()),
+                                "x_d": array_of(x_d.cpu().numpy())})
         content = RecordDict({"config": config, "batches": batches})
         swap_down = 0
         disc_in = self.pending_disc.pop(node, None)
