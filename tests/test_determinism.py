@@ -73,47 +73,43 @@ def test_fl_families(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, algorithm:
     assert all(r["nodes"] for r in runs[0][1:])
 
 
-def test_mdgan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def relay_runs(tmp_path: Path, algorithm: str, **values: Any) -> list[list[dict[str, Any]]]:
+    """Run a relay family twice over in-process grids with other random node ids each time."""
     from flwr_gan.algorithms import get_algorithm
     from flwr_gan.apps import device_app
-    from flwr_gan.mdgan.experiment import run_mdgan_experiment
-    from tests.mdgan_fakes import FakeGrid, set_task_identity
+    from tests.mdgan_fakes import FakeGrid
 
-    set_task_identity(monkeypatch)
+    algo = get_algorithm(algorithm)
     runs = []
     for i, name in enumerate(("a", "b")):
-        s = make_settings("mdgan", num_clients=3, iterations=6, kappa="2", batch_size=8,
-                          swap_epochs=1e-9, crash_schedule=True, eval_every=3, n_eval=100,
-                          out=str(tmp_path / name), progress=False)
-        algo = get_algorithm("mdgan")
-        exp = prepare(s, unit=algo.unit, total=6, federated=True)
-        grid = FakeGrid([device_app() for _ in range(3)], node_ids=random_ids(3, i),
+        s = make_settings(algorithm, out=str(tmp_path / name), progress=False, **values)
+        exp = prepare(s, unit=algo.unit, total=int(s.get(algo.total)), federated=True)
+        n = s.num_clients
+        grid = FakeGrid([device_app() for _ in range(n)], node_ids=random_ids(n, i),
                         run_config=s.to_run_config())
-        run_mdgan_experiment(grid, exp)
+        algo.load("server")(grid, exp)  # the family's registry entry
         exp.close()
         runs.append(untimed(read_metrics(tmp_path / name / "metrics.jsonl")))
+    return runs
+
+
+def test_mdgan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.mdgan_fakes import set_task_identity
+
+    set_task_identity(monkeypatch)
+    runs = relay_runs(tmp_path, "mdgan", num_clients=3, iterations=6, kappa="2", batch_size=8,
+                      swap_epochs=1e-9, crash_schedule=True, eval_every=3, n_eval=100)
     assert runs[0] == runs[1]
     assert sum(r.get("swaps", 0) for r in runs[0]) > 0 and runs[0][-1]["alive"] < 3
 
 
 def test_gossip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flwr_gan.apps import device_app
-    from flwr_gan.gossip.experiment import run_gossip_experiment
-    from tests.mdgan_fakes import FakeGrid, set_task_identity
+    from tests.mdgan_fakes import set_task_identity
 
     set_task_identity(monkeypatch)
     torch.set_num_threads(1)
-    runs = []
-    for i, name in enumerate(("a", "b")):
-        s = make_settings("gossip", variant="ddl_ind", num_clients=4, rounds=3, local_steps=2,
-                          batch_size=8, eval_every=3, eval_workers=2, n_eval=100,
-                          out=str(tmp_path / name), progress=False)
-        exp = prepare(s, unit="round", total=3, federated=True)
-        grid = FakeGrid([device_app() for _ in range(4)], node_ids=random_ids(4, i),
-                        run_config=s.to_run_config())
-        run_gossip_experiment(grid, exp)
-        exp.close()
-        runs.append(untimed(read_metrics(tmp_path / name / "metrics.jsonl")))
+    runs = relay_runs(tmp_path, "gossip", variant="ddl_ind", num_clients=4, rounds=3,
+                      local_steps=2, batch_size=8, eval_every=3, eval_workers=2, n_eval=100)
     assert runs[0] == runs[1]
     assert runs[0][-1]["fid_worst"] >= runs[0][-1]["fid_best"] > 0
     assert all(r["peers"] for r in runs[0][1:])  # models were exchanged
