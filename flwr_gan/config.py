@@ -218,6 +218,12 @@ class EvalSettings:
                             "or InceptionV3; none skips evaluation",
                             choices=("classifier", "inception", "none"))
     n_eval: int = knob(2000, "generated and held-out real images per evaluation", ge=2)
+    eval_seeds: int = knob(3, "latent seeds per evaluation: FID and KID are their mean, "
+                           "with the spread over seeds", ge=1, le=100)
+    eval_mode: str = knob("eval", "generator batch norm while scoring: eval (running "
+                          "statistics, device-averaged in federated runs), train (batch "
+                          "statistics) or recalibrate (re-estimated on fresh latents)",
+                          choices=("eval", "train", "recalibrate"))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import torch
 
 from flwr_gan.core.models import build_models
 from flwr_gan.metrics import classifier_score, feature_statistics, frechet_distance
-from flwr_gan.metrics.fid import GeneratorEvaluator
+from flwr_gan.metrics.evaluator import GeneratorEvaluator
 
 
 def test_identical_features_give_zero():
@@ -73,3 +73,51 @@ def test_evaluator_is_deterministic_and_flags_diverged_generators():
             p.fill_(float("nan"))
     with pytest.raises(ValueError, match="diverged"):
         ev.evaluate(gen)
+
+
+def _bn_generator():
+    torch.manual_seed(1)
+    gen, _ = build_models("small", (1, 28, 28))
+    # running statistics far from what the layers see: eval and train modes must differ
+    for m in gen.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(3.0)
+            m.running_var.fill_(0.01)
+    return gen
+
+
+def test_several_latent_seeds_give_the_mean_and_its_spread():
+    torch.manual_seed(0)
+    real = torch.rand(300, 1, 28, 28) * 2 - 1
+    gen = _bn_generator()
+    one = GeneratorEvaluator(real, _MeanPool(), n_fake=200).evaluate(gen)
+    three = GeneratorEvaluator(real, _MeanPool(), n_fake=200, seeds=3).evaluate(gen)
+    assert one.seeds == 1 and one.fid_seed_std == 0.0 and len(one.fids) == 1
+    assert three.fids[0] == pytest.approx(one.fid)  # seed 0 is the same sample set
+    assert three.fid == pytest.approx(np.mean(three.fids))
+    assert three.fid_seed_std == pytest.approx(np.std(three.fids)) and three.fid_seed_std > 0
+    assert three.kid is not None and three.kid_std is not None and three.kid_std > 0
+    assert 0 <= three.precision <= 1 and 0 <= three.recall <= 1
+    rec = three.record()
+    assert {"fid", "fid_seed_std", "kid", "kid_std", "precision", "recall", "eval_s"} <= set(rec)
+    assert "class_tv" not in rec  # no classifier, no coverage
+
+
+def test_eval_modes_use_batch_norm_as_named_and_leave_the_generator_as_it_was():
+    torch.manual_seed(0)
+    real = torch.rand(300, 1, 28, 28) * 2 - 1
+    gen = _bn_generator()
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    fids = {mode: GeneratorEvaluator(real, _MeanPool(), n_fake=200, mode=mode).evaluate(gen).fid
+            for mode in ("eval", "train", "recalibrate")}
+    after = gen.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running stats untouched
+    assert gen.training
+    # the broken running statistics hurt only in eval mode; batch and re-estimated
+    # statistics agree closely with each other
+    assert fids["eval"] > 2 * fids["train"]
+    assert fids["recalibrate"] == pytest.approx(fids["train"], rel=0.5)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        GeneratorEvaluator(real, _MeanPool(), mode="average")
+    with pytest.raises(ValueError, match="seeds must be >= 1"):
+        GeneratorEvaluator(real, _MeanPool(), seeds=0)

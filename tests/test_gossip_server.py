@@ -303,7 +303,7 @@ def test_worker_dropped_at_evaluation_loses_the_models_queued_for_it() -> None:
 @pytest.mark.slow
 def test_gossip_learns_fid_drops() -> None:
     from flwr_gan.data import load_dataset
-    from flwr_gan.metrics.fid import GeneratorEvaluator
+    from flwr_gan.metrics.evaluator import GeneratorEvaluator
 
     train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
     evaluator = GeneratorEvaluator.for_dataset(train, test, n_real=500, n_fake=500,

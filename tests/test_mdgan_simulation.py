@@ -13,7 +13,7 @@ import pytest
 
 from flwr_gan.data import load_dataset
 from flwr_gan.mdgan import MDGANServer, make_client_app
-from flwr_gan.metrics.fid import GeneratorEvaluator
+from flwr_gan.metrics.evaluator import GeneratorEvaluator
 from flwr_gan.runtime.simulation import run
 from tests.mdgan_fakes import FakeGrid, mdgan, set_task_identity
 

@@ -15,8 +15,8 @@ def test_layout_and_records(tmp_path):
     recs = run.records()
     assert [r["round"] for r in recs] == [0, 5] and recs[0]["nodes"] == [1, 2]
     csv_text = run.write_csv().read_text().splitlines()
-    assert csv_text[0] == "extractor,fid,round,score"  # list-valued "nodes" left out
-    assert csv_text[2] == "x,4.0,5,3.0"
+    assert csv_text[0] == "round,fid,score,extractor"  # x and scores first; list "nodes" left out
+    assert csv_text[2] == "5,4.0,3.0,x"
     png = run.plot_curves()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     grid = run.save_samples(torch.rand(16, 1, 28, 28) * 2 - 1, 5)

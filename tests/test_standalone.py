@@ -24,6 +24,12 @@ def test_standalone_learns_digits(run_dir):
     fids = [r["fid"] for r in records]
     assert fids[-1] < fids[0] / 2.5  # the generator learned (FID in classifier space)
     assert records[-1]["score"] > records[0]["score"] + 1.0
+    # the other scores agree: KID falls, recall rises, the dropped classes come back
+    assert records[-1]["kid"] < records[0]["kid"] / 1.5
+    assert records[-1]["recall"] > records[0]["recall"] + 0.05
+    assert len(records[-1]["classes_missing"]) < len(records[0]["classes_missing"])
+    assert records[-1]["class_tv"] < records[0]["class_tv"]
+    assert all(r["fid_seed_std"] > 0 and r["kid_std"] > 0 for r in records)
     assert all(r["extractor"] == "classifier:mnist" for r in records)
     assert records[-1]["examples"] == 600 * 64
     assert records[0]["d_loss"] is None and records[-1]["d_loss"] > 0
@@ -36,7 +42,7 @@ def test_standalone_outputs(run_dir):
     grids = sorted(p.name for p in (run_dir / "samples").glob("*.png"))
     assert grids == ["step_000000.png", "step_000300.png", "step_000600.png"]
     assert (run_dir / "fid_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert (run_dir / "metrics.csv").read_text().startswith("compute_s,")
+    assert (run_dir / "metrics.csv").read_text().startswith("round,step,fid,fid_seed_std,kid,")
     assert (run_dir / "checkpoint.pt").stat().st_size > 100_000
 
 

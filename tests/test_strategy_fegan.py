@@ -142,7 +142,7 @@ def test_fegan_with_the_real_client_app_learns_mnist(monkeypatch):
     from flwr_gan.data import load_dataset
     from flwr_gan.data.node import DataConfig, load_training_set
     from flwr_gan.fl.client import ClientSettings, make_client_app
-    from flwr_gan.metrics.fid import GeneratorEvaluator
+    from flwr_gan.metrics.evaluator import GeneratorEvaluator
     from flwr_gan.runtime.records import load_arrays, models_to_arrays
 
     torch.manual_seed(0)

@@ -96,10 +96,10 @@ class Experiment:
                                 resume=run.resume)
         if self.checkpoint is not None:
             _truncate_metrics(self.run, self.start)
-        from tqdm.auto import tqdm
+        from flwr_gan.runtime.console import Progress
 
-        self._bar = tqdm(total=self.total, initial=self.start, desc=self.settings.algorithm,
-                         unit=self.unit, disable=not run.progress, dynamic_ncols=True)
+        self._bar = Progress(self.total, initial=self.start, desc=self.settings.algorithm,
+                             unit=self.unit, enabled=run.progress)
         return self.run
 
     # -- evaluation ---------------------------------------------------------
@@ -112,12 +112,13 @@ class Experiment:
     def evaluator(self) -> Any:
         """Return the FID / score evaluator (built on first use: it may train the classifier)."""
         if self._evaluator is None:
-            from flwr_gan.metrics.fid import GeneratorEvaluator
+            from flwr_gan.metrics.evaluator import GeneratorEvaluator
 
             ev = self.settings.eval
             self._evaluator = GeneratorEvaluator.for_dataset(
                 self.train, self.test, backend=ev.fid_backend,
-                n_real=min(ev.n_eval, len(self.test)), n_fake=ev.n_eval, progress=False)
+                n_real=min(ev.n_eval, len(self.test)), n_fake=ev.n_eval, seeds=ev.eval_seeds,
+                mode=ev.eval_mode, progress=False)
         return self._evaluator
 
     def due(self, step: int) -> bool:
@@ -128,32 +129,36 @@ class Experiment:
     def evaluate(self, step: int, generators: Mapping[str, nn.Module]) -> dict[str, Any]:
         """Score generators and save a sample grid; return the record's fields.
 
-        One generator gives ``fid``, ``score`` and ``extractor``. Several (one per
-        gossip worker) give ``fid`` = their mean, ``fid_best``, ``fid_worst``,
-        ``fid_std``, ``score`` = mean score and ``fid_workers`` (device key ->
-        FID); the grid shows the first generator's samples.
+        One generator gives the fields of
+        :meth:`flwr_gan.metrics.evaluator.EvalResult.record` (``fid``, its spread over
+        latent seeds ``fid_seed_std``, ``kid``, ``kid_std``, ``precision``, ``recall``,
+        ``class_fractions``, ``class_tv``, ``classes_missing``, ``score``,
+        ``extractor``, ``eval_s``). Several (one per gossip worker) give the same
+        fields averaged over the generators, plus ``fid_best``, ``fid_worst``,
+        ``fid_std`` (over workers) and ``fid_workers`` (device key -> FID); the
+        grid shows the first generator's samples.
         """
         if not self.evaluating or not generators:
             return {}
         ev = self.evaluator()
         results, first = {}, None
         for key, gen in generators.items():
-            result, fake = ev.evaluate_with_samples(gen)  # eval mode, fixed latents
-            results[key] = result
+            result, fake = ev.evaluate_with_samples(gen)
+            results[key] = result.record()
             if first is None:
                 first = fake
         assert self.run is not None and first is not None
         self.run.save_samples(first[:64], step, prefix="step" if self.unit == "step" else "round")
-        fids = np.array([r.fid for r in results.values()])
-        out: dict[str, Any] = {
-            "fid": float(fids.mean()),
-            "score": float(np.mean([r.score for r in results.values()])),
-            "extractor": next(iter(results.values())).extractor,
-        }
+        out: dict[str, Any] = dict(next(iter(results.values())))
         if len(results) > 1:
+            for name, value in out.items():
+                if isinstance(value, float):
+                    out[name] = float(np.mean([r[name] for r in results.values()]))
+            out["eval_s"] = float(sum(r["eval_s"] for r in results.values()))
+            fids = np.array([r["fid"] for r in results.values()])
             out |= {"fid_best": float(fids.min()), "fid_worst": float(fids.max()),
                     "fid_std": float(fids.std()),
-                    "fid_workers": {k: float(r.fid) for k, r in results.items()}}
+                    "fid_workers": {k: float(r["fid"]) for k, r in results.items()}}
         self._last_fid = out["fid"]
         return out
 
@@ -172,10 +177,8 @@ class Experiment:
         for key in ("kl_seen", "alive"):
             if record.get(key) is not None:
                 post[key] = f"{record[key]:.4g}"
-        self._bar.set_postfix(post)
-        step = int(record.get("round", 0))
-        if step > self._bar.n:
-            self._bar.update(step - self._bar.n)
+        self._bar.update(int(record.get("round", 0)), post,
+                         milestone=record.get("fid") is not None)
 
     def checkpoint_due(self, step: int) -> bool:
         """Whether to write the checkpoint after ``step`` (every k, and at the end)."""

@@ -26,6 +26,11 @@ class RunDirectoryError(FileExistsError):
     """Raised when a run directory would overwrite an earlier run."""
 
 
+#: The columns ``metrics.csv`` starts with, when present.
+CSV_LEAD = ("round", "iteration", "step", "fid", "fid_seed_std", "kid", "kid_std", "precision",
+            "recall", "class_tv", "score")
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -111,6 +116,9 @@ class RunDirectory:
             for key, value in row.items():
                 if key not in columns and not isinstance(value, (list, dict)):
                     columns.append(key)
+        # where and how good first, then the rest as the records have them
+        lead = [k for k in CSV_LEAD if k in columns]
+        columns = lead + [k for k in columns if k not in lead]
         target = self.path / "metrics.csv"
         with target.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
@@ -146,7 +154,12 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def plot_fid_curves(
     runs: Mapping[str, list[dict[str, Any]]], target: str | Path, *, x_key: str = "round",
 ) -> Path:
-    """Plot the FID (left) and score (right, when any run has one) of several runs.
+    """Plot FID, KID and score / precision / recall of several runs, with their spread.
+
+    The FID panel shades ``fid +- fid_seed_std`` (the spread over latent seeds) or,
+    for several generators, ``fid_best .. fid_worst``; the KID panel (when records
+    carry ``kid``) shades ``kid +- kid_std``; the last panel shows the classifier
+    score and, when present, precision and recall.
 
     Parameters
     ----------
@@ -162,30 +175,80 @@ def plot_fid_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    has_score = any(r.get("score") is not None for recs in runs.values() for r in recs)
-    fig, axes = plt.subplots(1, 2 if has_score else 1, figsize=(11 if has_score else 6, 4),
-                             squeeze=False)
+    every = [r for recs in runs.values() for r in recs if r.get("fid") is not None]
+    has_kid = any(r.get("kid") is not None for r in every)
+    has_right = any(r.get("score") is not None or r.get("precision") is not None for r in every)
+    ncols = 1 + has_kid + has_right
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4), squeeze=False)
+    ax_fid = axes[0][0]
+    ax_kid = axes[0][1] if has_kid else None
+    ax_right = axes[0][ncols - 1] if has_right else None
     extractors: set[str] = set()
     for label, records in runs.items():
         pts = [r for r in records if r.get("fid") is not None and r.get(x_key) is not None]
         extractors.update(str(r["extractor"]) for r in pts if r.get("extractor"))
-        axes[0][0].plot([r[x_key] for r in pts], [r["fid"] for r in pts], marker=".",
-                        label=label)
-        if has_score:
-            spts = [r for r in pts if r.get("score") is not None]
-            axes[0][1].plot([r[x_key] for r in spts], [r["score"] for r in spts], marker=".",
-                            label=label)
+        xs = [r[x_key] for r in pts]
+        line = ax_fid.plot(xs, [r["fid"] for r in pts], marker=".", label=label)[0]
+        low, high = _band(pts, "fid", "fid_seed_std", ("fid_best", "fid_worst"))
+        if low is not None:
+            ax_fid.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, lw=0)
+        if ax_kid is not None:
+            kpts = [r for r in pts if r.get("kid") is not None]
+            kx = [r[x_key] for r in kpts]
+            kline = ax_kid.plot(kx, [r["kid"] for r in kpts], marker=".", label=label)[0]
+            klow, khigh = _band(kpts, "kid", "kid_std", None)
+            if klow is not None:
+                ax_kid.fill_between(kx, klow, khigh, color=kline.get_color(), alpha=0.2, lw=0)
+        if ax_right is not None:
+            _plot_right(ax_right, pts, x_key, label if len(runs) > 1 else "",
+                        line.get_color())
     feat = ", ".join(sorted(extractors)) or "features"
-    axes[0][0].set(xlabel=x_key, ylabel=f"FID ({feat})", yscale="log",
-                   title="FID (lower is better)")
-    axes[0][0].grid(True, which="both", alpha=0.3)
-    axes[0][0].legend()
-    if has_score:
-        axes[0][1].set(xlabel=x_key, ylabel="classifier score",
-                       title="Score (higher is better)")
-        axes[0][1].grid(True, alpha=0.3)
+    ax_fid.set(xlabel=x_key, ylabel=f"FID ({feat})", yscale="log", title="FID (lower is better)")
+    ax_fid.grid(True, which="both", alpha=0.3)
+    ax_fid.legend()
+    if ax_kid is not None:
+        ax_kid.set(xlabel=x_key, ylabel="KID", yscale="symlog", title="KID (lower is better)")
+        ax_kid.set_yscale("symlog", linthresh=1e-3)
+        ax_kid.grid(True, which="both", alpha=0.3)
+    if ax_right is not None:
+        ax_right.grid(True, alpha=0.3)
+        ax_right.legend(fontsize="small", loc="best")
     fig.tight_layout()
     target = Path(target)
     fig.savefig(target, dpi=110)
     plt.close(fig)
     return target
+
+
+def _plot_right(ax: Any, pts: list[dict[str, Any]], x_key: str, label: str, color: Any) -> None:
+    """Precision (solid) and recall (dashed) in [0, 1]; the classifier score on a twin axis."""
+    prefix = f"{label} " if label else ""
+    has_pr = any(r.get("precision") is not None for r in pts)
+    if has_pr:
+        for key, style in (("precision", "-"), ("recall", "--")):
+            rpts = [r for r in pts if r.get(key) is not None]
+            ax.plot([r[x_key] for r in rpts], [r[key] for r in rpts], linestyle=style,
+                    marker=".", color=color, label=f"{prefix}{key}")
+        ax.set(xlabel=x_key, ylim=(0, 1.02), ylabel="precision / recall",
+               title="Precision, recall (higher is better)")
+    spts = [r for r in pts if r.get("score") is not None]
+    if spts:
+        target = ax.twinx() if has_pr else ax
+        target.plot([r[x_key] for r in spts], [r["score"] for r in spts], linestyle=":",
+                    marker=".", color=color, alpha=0.7, label=f"{prefix}score")
+        target.set(ylabel="classifier score (dotted)")
+        if not has_pr:
+            target.set(xlabel=x_key, title="Score (higher is better)")
+
+
+def _band(points: list[dict[str, Any]], key: str, std_key: str,
+          range_keys: tuple[str, str] | None) -> tuple[list[float] | None, list[float] | None]:
+    """Return the lower and upper edge of a metric's spread, or ``(None, None)``."""
+    if range_keys and all(r.get(range_keys[0]) is not None for r in points) and points:
+        return ([float(r[range_keys[0]]) for r in points],
+                [float(r[range_keys[1]]) for r in points])
+    if points and all(r.get(std_key) is not None for r in points) \
+            and any(r[std_key] > 0 for r in points):
+        return ([float(r[key]) - float(r[std_key]) for r in points],
+                [float(r[key]) + float(r[std_key]) for r in points])
+    return None, None
