@@ -7,6 +7,7 @@ Subcommands
 ``config``       print an algorithm's ``[tool.flwr.app.config]`` table with its defaults.
 ``fid-weights``  build pytorch-fid's Inception weights offline.
 ``models``       list the model presets with their parameter counts.
+``compare``      compare finished run directories (:mod:`flwr_gan.report.compare`).
 
 Every flag of ``simulate`` / ``standalone`` comes from a settings field
 (:mod:`flwr_gan.config`): same name as the run-config key, help from the field,
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import logging
 import sys
 import traceback
 from collections.abc import Sequence
@@ -121,6 +121,13 @@ def run_command(command: str, argv: list[str]) -> int:
     fids = outcome.fids
     if len(fids) >= 2:
         summary += f"; FID {fids[0]:.2f} -> {fids[-1]:.2f} ({fids[0] / max(fids[-1], 1e-12):.1f}x)"
+        evals = [r for r in outcome.records if r.get("kid") is not None]
+        if len(evals) >= 2:
+            last = evals[-1]
+            summary += (f", KID {evals[0]['kid']:.3g} -> {last['kid']:.3g}, precision "
+                        f"{last['precision']:.2f}, recall {last['recall']:.2f}")
+            if last.get("classes_missing") is not None:
+                summary += f", {len(last['classes_missing'])} classes missing"
     print(f"{summary}; outputs in {outcome.experiment.out}")
     return 0
 
@@ -145,13 +152,14 @@ def print_config(argv: list[str]) -> int:
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from flwr_gan.runtime.console import configure_logging
+
+    configure_logging(verbose)
 
 
 def _other_commands(argv: list[str]) -> int:
     parser = Parser(prog="flwr-gan", description="Distributed GAN training on Flower. "
-                    "Commands: simulate, standalone, config, fid-weights, models.")
+                    "Commands: simulate, standalone, config, fid-weights, models, compare.")
     parser.add_argument("--version", action="version", version=f"flwr-gan {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -169,6 +177,11 @@ def _other_commands(argv: list[str]) -> int:
     fid.set_defaults(func=inception.run_cli)
     models = sub.add_parser("models", help="list model presets and their parameter counts")
     models.set_defaults(func=_run_models)
+    from flwr_gan.report import compare
+
+    cmp = sub.add_parser("compare", help=compare.HELP, description=compare.DESCRIPTION)
+    compare.add_cli_arguments(cmp)
+    cmp.set_defaults(func=compare.run_cli)
     args = parser.parse_args(argv)
     _logging(args.verbose)
     return int(args.func(args))

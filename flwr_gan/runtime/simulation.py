@@ -103,7 +103,10 @@ def run(settings: Settings, *, verbose: bool = False) -> RunOutcome:
         run_simulation(
             server_app=server, client_app=device_app(settings.to_run_config()),
             num_supernodes=fed.num_clients,
-            backend_config={"client_resources": {"num_cpus": fed.client_cpus, "num_gpus": 0.0}},
+            backend_config={"client_resources": {"num_cpus": fed.client_cpus, "num_gpus": 0.0},
+                            # client failures reach the server as error replies; what the
+                            # actors print (colour-coded shutdown notices) only with -v
+                            "init_args": {"log_to_driver": verbose}},
             verbose_logging=verbose,
         )
     finally:
