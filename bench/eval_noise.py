@@ -12,7 +12,7 @@ stage, so the three generators come from one real federated run. For each:
 
 Writes ``bench/results/eval_noise.json`` and ``bench/results/eval_noise.md``::
 
-    python bench/eval_noise.py                 # ~15 min on 2 cores
+    python bench/eval_noise.py                 # ~12 min on 2 cores
     python bench/eval_noise.py --stages 2,6,12 --out /tmp/noise
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The README's main job, minus --rounds / --out (kept in step with README.md).
-MAIN_JOB = ["simulate", "--algorithm", "fegan", "--model", "small", "--num-clients", "176",
-            "--local-steps", "100", "--fraction", "0.0114", "--min-nodes", "2"]
+MAIN_JOB = ["simulate", "--algorithm", "fegan", "--num-clients", "176", "--partition", "iid",
+            "--fraction", "0.01", "--local-steps", "100", "--model", "small"]
 SAMPLES = (1000, 2000, 5000)
 MODES = ("eval", "train", "recalibrate")
 SEEDS = 5
@@ -111,7 +111,7 @@ def markdown(rows: list[dict[str, Any]], load: tuple[float, ...]) -> str:
 def main() -> None:
     """Run the stages and the evaluations; write the JSON and Markdown results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stages", default="3,10,20", help="rounds of the three checkpoints")
+    parser.add_argument("--stages", default="5,15,25", help="rounds of the three checkpoints")
     parser.add_argument("--work", default="/tmp/flwr-gan-eval-noise")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--reuse", action="store_true", help="reuse the stage checkpoints")

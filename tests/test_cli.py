@@ -68,6 +68,9 @@ def test_one_name_per_knob_across_families():
      "--variant: 'p2p' is invalid: expected one of 'ddl', 'ddl_ind', 'isolated'"),
     (["simulate", "--lr-g", "nan"], "--lr-g: 'nan' is invalid: expected a number > 0"),
     (["simulate", "--resume", "--overwrite"], "--resume and --overwrite exclude each other"),
+    (["simulate", "--eval-seeds", "0"], "--eval-seeds: '0' is invalid: expected an integer >= 1"),
+    (["standalone", "--eval-mode", "average"],
+     "--eval-mode: 'average' is invalid: expected one of 'eval', 'train', 'recalibrate'"),
     # a data folder that does not exist is not silently replaced by the cache
     (["simulate", "--data-dir", "/no/such/folder"],
      "--data-dir '/no/such/folder' does not exist"),

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,7 @@ def train_classifier(
         model.train()
         order = torch.randperm(x.size(0), generator=gen)
         iterator = range(steps_per_epoch)
-        if progress:
+        if progress and sys.stderr.isatty():  # a bar on a terminal only: no frames in logs
             from tqdm.auto import tqdm
 
             iterator = tqdm(iterator, desc=f"classifier {train.name} epoch {epoch + 1}/{epochs}",
@@ -241,7 +242,13 @@ def load_or_train_classifier(
         except (RuntimeError, ValueError, KeyError, OSError, EOFError,
                 pickle.UnpicklingError) as err:
             log.warning("Classifier cache %s is unusable (%s); retraining it.", path, err)
+    if progress:
+        print(f"Training the {train.name} classifier for FID once ({epochs} epochs, about a "
+              f"minute on 2 cores); it is cached in {path.parent}", file=sys.stderr, flush=True)
     trained = train_classifier(train, test, epochs=epochs, progress=progress)
+    if progress:
+        print(f"Classifier trained: test accuracy {trained.test_accuracy:.2%}", file=sys.stderr,
+              flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"state_dict": trained.model.state_dict(), "meta": {

@@ -118,7 +118,7 @@ class Experiment:
             self._evaluator = GeneratorEvaluator.for_dataset(
                 self.train, self.test, backend=ev.fid_backend,
                 n_real=min(ev.n_eval, len(self.test)), n_fake=ev.n_eval, seeds=ev.eval_seeds,
-                mode=ev.eval_mode, progress=False)
+                mode=ev.eval_mode, progress=self.settings.run.progress)
         return self._evaluator
 
     def due(self, step: int) -> bool:
