@@ -80,3 +80,13 @@ def test_verbose_keeps_everything(restore_logging):
     log(logging.WARNING, "fraction_evaluate is set to 0.0.")
     log(logging.INFO, "Starting round 1")
     assert "fraction_evaluate" in stream.getvalue() and "Starting round 1" in stream.getvalue()
+
+
+def test_the_eta_ignores_one_time_set_up(monkeypatch):
+    clock = iter([0.0, 100.0, 110.0, 110.0])  # start, first record after 100 s of set-up, ...
+    monkeypatch.setattr("flwr_gan.runtime.console.time.perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    bar = Progress(10, desc="fegan", stream=out)
+    bar.update(0, milestone=True)  # round 0 is logged once the set-up is done
+    bar.update(5, milestone=True)  # 5 rounds in 10 s: 5 more take 10 s, not 110
+    assert out.getvalue().splitlines()[-1].endswith("elapsed 1:50 eta 0:10")

@@ -3,7 +3,9 @@
 On a terminal, progress is a tqdm bar. Written to a file or a CI log (stderr is
 not a TTY), a bar would be a wall of carriage-return frames, so progress becomes
 plain lines instead: one per evaluation and at least one per tenth of the run,
-each with the count, the latest FID, the elapsed time and the ETA.
+each with the count, the latest FID, the elapsed time and the ETA (from the pace
+since the first record, so one-time set-up such as training the FID classifier
+does not inflate it).
 
 Third-party chatter is kept out unless ``--verbose``: Flower's notices that
 only concern its own API choices (``run_simulation`` is deprecated, federated
@@ -103,6 +105,7 @@ class Progress:
         self._last_line = initial
         self._post: dict[str, str] = {}
         self._bar: Any = None
+        self._rate_from: tuple[float, int] | None = None
         if enabled and interactive:
             from tqdm.auto import tqdm
 
@@ -114,6 +117,8 @@ class Progress:
         """Move to ``n`` units done; ``milestone`` (an evaluation) forces a line off-TTY."""
         if post:
             self._post = dict(post)
+        if self._rate_from is None:  # the rate counts from the first update: set-up excluded
+            self._rate_from = (time.perf_counter(), n)
         if self._bar is not None:
             self._bar.set_postfix(self._post, refresh=False)
             if n > self._bar.n:
@@ -131,10 +136,12 @@ class Progress:
 
     def line(self) -> str:
         """Return the plain progress line of the current state."""
-        elapsed = time.perf_counter() - self.started
-        done = self.n - self._initial
+        now = time.perf_counter()
+        elapsed = now - self.started
+        since, n_then = self._rate_from or (self.started, self._initial)
+        done = self.n - n_then
         left = self.total - self.n
-        eta = f"{_clock(elapsed / done * left)}" if done > 0 else "?"
+        eta = f"{_clock((now - since) / done * left)}" if done > 0 else "?"
         width = len(str(self.total))
         post = "".join(f" {k} {v}" for k, v in self._post.items())
         return (f"{self.desc} {self.unit} {self.n:>{width}}/{self.total}{post} "
