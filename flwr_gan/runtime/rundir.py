@@ -212,7 +212,13 @@ def plot_fid_curves(
         ax_kid.grid(True, which="both", alpha=0.3)
     if ax_right is not None:
         ax_right.grid(True, alpha=0.3)
-        ax_right.legend(fontsize="small", loc="best")
+        handles, labels = [], []
+        for ax in ax_right.figure.axes:  # the score's twin axis shares this panel's legend
+            if ax is ax_right or ax.get_shared_x_axes().joined(ax, ax_right):
+                h, lab = ax.get_legend_handles_labels()
+                handles += h
+                labels += lab
+        ax_right.legend(handles, labels, fontsize="small", loc="lower right")
     fig.tight_layout()
     target = Path(target)
     fig.savefig(target, dpi=110)
