@@ -18,7 +18,7 @@ from flwr_gan.report import compare_runs, load_run, summarise
 from flwr_gan.report.compare import default_threshold, first_reaching
 from flwr_gan.report.runs import load_runs, unique_labels
 from flwr_gan.report.table import CLOCK_COMPUTE, CLOCK_VIRTUAL, UNITS, normalise
-from flwr_gan.runtime.rundir import RunDirectory
+from flwr_gan.runtime.rundir import RunDirectory, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRACTOR = "classifier:mnist"
@@ -254,6 +254,20 @@ def test_different_extractors_are_refused(tmp_path):
         compare_runs([a, b], tmp_path / "out")
 
 
+def test_runs_scored_by_different_trainings_of_the_classifier_are_refused(tmp_path):
+    """Same extractor name, other weights (another cache): FIDs on other scales."""
+    a = make_run(tmp_path / "a", "standalone",
+                 [r | {"extractor_id": "aaaa"} for r in standalone_records([900.0, 500.0])])
+    b = make_run(tmp_path / "b", "standalone",
+                 [r | {"extractor_id": "bbbb"} for r in standalone_records([900.0, 400.0])])
+    with pytest.raises(ConfigError, match=r"feature extractors: classifier:mnist@aaaa \(a\), "
+                                          r"classifier:mnist@bbbb \(b\)"):
+        compare_runs([a, b], tmp_path / "out")
+    c = make_run(tmp_path / "c", "standalone",
+                 [r | {"extractor_id": "aaaa"} for r in standalone_records([800.0, 450.0])])
+    assert compare_runs([a, c], tmp_path / "ok").runs  # same weights: comparable
+
+
 def test_bad_run_directories_are_explained(tmp_path):
     with pytest.raises(ConfigError, match="no such run directory"):
         load_run(tmp_path / "missing")
@@ -287,7 +301,11 @@ def test_cli_compares_a_real_standalone_run_and_a_federated_one(tmp_path, capsys
     assert main(["standalone", "--steps", "2", "--eval-every", "0", "--n-eval", "200",
                  "--eval-seeds", "1", "--batch-size", "16", "--max-train", "1000",
                  "--out", str(sa), "--no-progress"]) == 0
-    fl = make_run(tmp_path / "fl", "flgan", fl_records([1200.0, 900.0, 700.0]), local_steps=1)
+    # the federated run was scored by the same cached classifier (the same weights digest)
+    weights = read_metrics(sa / "metrics.jsonl")[0]["extractor_id"]
+    fl = make_run(tmp_path / "fl", "flgan",
+                  [r | ({"extractor_id": weights} if "fid" in r else {})
+                   for r in fl_records([1200.0, 900.0, 700.0])], local_steps=1)
     out = tmp_path / "cmp"
     capsys.readouterr()
     assert main(["compare", str(sa), str(fl), "--out", str(out), "--label", "SA", "FL"]) == 0
@@ -296,7 +314,7 @@ def test_cli_compares_a_real_standalone_run_and_a_federated_one(tmp_path, capsys
     doc = json.loads((out / "compare.json").read_text())
     sa_row = doc["runs"][0]
     assert sa_row["label"] == "SA" and sa_row["unit"] == "step" and sa_row["final_x"] == 2
-    assert sa_row["extractor"] == EXTRACTOR and sa_row["clock"] == "compute"
+    assert sa_row["extractor"] == f"{EXTRACTOR}@{weights}" and sa_row["clock"] == "compute"
     assert Image.open(out / "samples.png").size[0] > 300
     assert main(["compare", str(sa), str(tmp_path / "nope"), "--out", str(out)]) == 2
     err = capsys.readouterr().err

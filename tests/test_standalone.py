@@ -31,6 +31,8 @@ def test_standalone_learns_digits(run_dir):
     assert records[-1]["class_tv"] < records[0]["class_tv"]
     assert all(r["fid_seed_std"] > 0 and r["kid_std"] > 0 for r in records)
     assert all(r["extractor"] == "classifier:mnist" for r in records)
+    ids = {r["extractor_id"] for r in records}  # which trained classifier scored them
+    assert len(ids) == 1 and len(ids.pop()) == 12
     assert records[-1]["examples"] == 600 * 64
     assert records[0]["d_loss"] is None and records[-1]["d_loss"] > 0
 

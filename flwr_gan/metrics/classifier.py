@@ -123,10 +123,23 @@ class ClassifierFeatures:
     def __init__(self, classifier: TrainedClassifier) -> None:
         self.classifier = classifier
         self.name = f"classifier:{classifier.dataset}"
+        #: Which trained weights: two trainings of the classifier (another machine, another
+        #: thread count) give slightly different features, so FIDs are comparable only
+        #: between runs scored by the same weights.
+        self.weights_id = weights_digest(classifier.model)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """Return the classifier's penultimate features of ``images``."""
         return self.classifier.features_and_probs(images)[0]
+
+
+def weights_digest(model: nn.Module) -> str:
+    """Return a short digest of a model's parameters and buffers (its identity)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def _match_channels(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:

@@ -79,6 +79,11 @@ class EvalResult:
         How batch norm was used (:data:`EVAL_MODES`).
     eval_s : float
         Seconds the evaluation took (sampling included).
+    fids : list of float
+        FID of each latent seed.
+    extractor_id : str or None
+        Digest of the feature extractor's weights, when they can differ between
+        installations (the cached classifier).
     """
 
     fid: float
@@ -98,6 +103,7 @@ class EvalResult:
     mode: str = "eval"
     eval_s: float = 0.0
     fids: list[float] = field(default_factory=list)
+    extractor_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly dict."""
@@ -294,7 +300,8 @@ class GeneratorEvaluator:
             class_tv=None if coverage is None else coverage.tv,
             classes_missing=None if coverage is None else list(coverage.missing),
             seeds=self.seeds, mode=self.mode, eval_s=time.perf_counter() - started,
-            fids=[float(f) for f in fids])
+            fids=[float(f) for f in fids],
+            extractor_id=getattr(self.extractor, "weights_id", None))
         return result, first
 
 

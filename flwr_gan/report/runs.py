@@ -227,8 +227,15 @@ def dataset_of(config: Mapping[str, Any]) -> str:
 
 def extractor_of(config: Mapping[str, Any],
                  records: Sequence[tuple[int, Mapping[str, Any]]]) -> str:
-    """Return the feature extractor of a run's FIDs: from its records, else its config."""
-    names = sorted({str(r["extractor"]) for _, r in records
+    """Return the feature extractor of a run's FIDs: from its records, else its config.
+
+    Records that name the extractor's weights (``extractor_id``: the cached classifier,
+    whose training differs between installations) give ``name@id``, so runs scored by
+    different trainings of the classifier count as different extractors.
+    """
+    names = sorted({str(r["extractor"]) + (f"@{r['extractor_id']}" if r.get("extractor_id")
+                                           else "")
+                    for _, r in records
                     if r.get("extractor") and number(r.get("fid")) is not None})
     if names:
         return ", ".join(names)
