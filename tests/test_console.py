@@ -74,6 +74,7 @@ def test_flower_notices_about_our_own_choices_are_dropped_and_real_warnings_kept
 def test_verbose_keeps_everything(restore_logging):
     from flwr.common.logger import log
 
+    configure_logging(verbose=False)  # an earlier command in the same process
     configure_logging(verbose=True)
     stream = io.StringIO()
     logging.getLogger().handlers[0].setStream(stream)  # type: ignore[attr-defined]

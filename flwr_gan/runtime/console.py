@@ -58,12 +58,13 @@ def configure_logging(verbose: bool) -> None:
                 handler, logging.FileHandler):
             flwr_logger.removeHandler(handler)
     flwr_logger.propagate = True
+    for old in [f for f in flwr_logger.filters if isinstance(f, _DropKnownNoise)]:
+        flwr_logger.removeFilter(old)  # a second call in one process starts clean
     if verbose:
         flwr_logger.setLevel(logging.DEBUG)
         return
     flwr_logger.setLevel(logging.WARNING)
-    if not any(isinstance(f, _DropKnownNoise) for f in flwr_logger.filters):
-        flwr_logger.addFilter(_DropKnownNoise())
+    flwr_logger.addFilter(_DropKnownNoise())
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Tip: In future versions of Ray",
