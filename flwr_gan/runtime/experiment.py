@@ -134,7 +134,9 @@ class Experiment:
         latent seeds ``fid_seed_std``, ``kid``, ``kid_std``, ``precision``, ``recall``,
         ``class_fractions``, ``class_tv``, ``classes_missing``, ``score``,
         ``extractor``, ``eval_s``). Several (one per gossip worker) give the same
-        fields averaged over the generators, plus ``fid_best``, ``fid_worst``,
+        fields averaged over the generators (``class_fractions`` element-wise;
+        ``classes_missing`` lists the classes missing from at least one generator),
+        plus ``fid_best``, ``fid_worst``,
         ``fid_std`` (over workers) and ``fid_workers`` (device key -> FID); the
         grid shows the first generator's samples.
         """
@@ -155,6 +157,11 @@ class Experiment:
                 if isinstance(value, float):
                     out[name] = float(np.mean([r[name] for r in results.values()]))
             out["eval_s"] = float(sum(r["eval_s"] for r in results.values()))
+            if all(r.get("class_fractions") for r in results.values()):
+                out["class_fractions"] = [float(f) for f in np.mean(
+                    [r["class_fractions"] for r in results.values()], axis=0)]
+                out["classes_missing"] = sorted({c for r in results.values()
+                                                 for c in r["classes_missing"]})
             fids = np.array([r["fid"] for r in results.values()])
             out |= {"fid_best": float(fids.min()), "fid_worst": float(fids.max()),
                     "fid_std": float(fids.std()),
