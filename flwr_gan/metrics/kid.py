@@ -26,15 +26,6 @@ from numbers import Integral
 
 import numpy as np
 
-#: The polynomial kernel of the KID paper, as torch-fidelity's defaults define it:
-#: ``(gamma * x . y + coef0) ** degree`` with ``gamma = 1 / D`` (``None`` below).
-KID_KERNEL: dict[str, object] = {
-    "kid_kernel": "poly",
-    "kid_kernel_poly_degree": 3,
-    "kid_kernel_poly_gamma": None,
-    "kid_kernel_poly_coef0": 1,
-}
-
 
 @dataclass(frozen=True)
 class KIDResult:
@@ -203,7 +194,11 @@ def kernel_inception_distance(
 
 
 def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Return the cubic polynomial kernel ``(a . b / D + 1) ** 3`` (cubed by products)."""
+    """Return the cubic polynomial kernel ``(a . b / D + 1) ** 3`` (cubed by products).
+
+    The KID paper's kernel, as torch-fidelity's defaults define it (``poly``,
+    degree 3, gamma ``1 / D``, coef0 1).
+    """
     k = a @ b.T
     k /= a.shape[1]
     k += 1.0
