@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flwr_gan.compress.settings import CompressSettings, SyncSettings
 from flwr_gan.config import (
     CLI,
     RUN_CONFIG,
@@ -35,11 +36,15 @@ from flwr_gan.data.node import DataConfig
 from flwr_gan.fl.settings import FeGANSettings, FLSettings
 from flwr_gan.gossip.settings import GossipSettings
 from flwr_gan.mdgan.settings import MDGANSettings
+from flwr_gan.privacy.settings import DPSettings
 from flwr_gan.standalone import StandaloneSettings
 
 _COMMON: dict[str, type] = {"data": DataConfig, "model": ModelSettings, "train": TrainSettings,
                             "eval": EvalSettings, "run": RunSettings}
 _FEDERATED: dict[str, type] = _COMMON | {"federation": FederationSettings}
+#: What devices upload, and how (FL-GAN and FeGAN have all three).
+_UPLOAD: dict[str, type] = {"compression": CompressSettings, "partial": SyncSettings,
+                            "privacy": DPSettings}
 
 
 @dataclass(frozen=True)
@@ -116,25 +121,27 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm(
         "fegan", "FeGAN: balanced device sampling, KL weighting, load-aware FedAvg of G and D "
         "(defaults: the FeGAN paper's)",
-        _FEDERATED | {"schedule": RoundSettings, "fl": FLSettings, "fegan": FeGANSettings},
+        _FEDERATED | {"schedule": RoundSettings, "fl": FLSettings, "fegan": FeGANSettings}
+        | _UPLOAD,
         _FL_DEFAULTS | {"out": "runs/fegan"}, "round", "rounds",
         "flwr_gan.fl.server:run_federated", "flwr_gan.fl.client:register_handlers"),
     Algorithm(
         "flgan", "FL-GAN: FedAvg of generator and discriminator",
-        _FEDERATED | {"schedule": RoundSettings, "fl": FLSettings},
+        _FEDERATED | {"schedule": RoundSettings, "fl": FLSettings} | _UPLOAD,
         _FL_DEFAULTS | {"out": "runs/flgan"}, "round", "rounds",
         "flwr_gan.fl.server:run_federated", "flwr_gan.fl.client:register_handlers"),
     Algorithm(
         "mdgan", "MD-GAN: one generator on the server, one discriminator per device, error "
         "feedback, discriminator swaps relayed by the server",
-        _FEDERATED | {"mdgan": MDGANSettings},
+        _FEDERATED | {"mdgan": MDGANSettings, "compression": CompressSettings},
         {"eval_every": 100, "timeout": 120.0, "out": "runs/mdgan"}, "iteration", "iterations",
         "flwr_gan.mdgan.experiment:run_mdgan_experiment",
         "flwr_gan.mdgan.worker_state:register_worker"),
     Algorithm(
         "gossip", "Gossip GAN: every device trains its own G and D; every --local-steps "
         "iterations each sends them to random peers, which average (relayed by the server)",
-        _FEDERATED | {"schedule": RoundSettings, "gossip": GossipSettings},
+        _FEDERATED | {"schedule": RoundSettings, "gossip": GossipSettings,
+                      "compression": CompressSettings, "partial": SyncSettings},
         {"rounds": 50, "local_steps": 10, "eval_every": 5, "out": "runs/gossip"}, "round",
         "rounds", "flwr_gan.gossip.experiment:run_gossip_experiment",
         "flwr_gan.gossip.client:register_handlers",

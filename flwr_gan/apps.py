@@ -22,6 +22,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from flwr_gan.algorithms import device_handlers, get_algorithm
+from flwr_gan.compress.mod import adacomp_mod
 from flwr_gan.config import ConfigValue
 from flwr_gan.runtime.experiment import prepare
 
@@ -59,7 +60,11 @@ def device_app(run_config: Mapping[str, ConfigValue] | None = None) -> ClientApp
         Settings to give every node (simulation); default: the run config Flower
         delivers (``flwr run``, ``flower-supernode``).
     """
-    app = ClientApp(mods=[fixed_run_config(run_config)] if run_config is not None else None)
+    mods: list[Mod] = [fixed_run_config(run_config)] if run_config is not None else []
+    # Outermost first: the run config, then AdaComp, which compresses what the
+    # handler (and any clipping mod) produced; both only act when asked to.
+    mods.append(adacomp_mod)
+    app = ClientApp(mods=mods)
     for register in device_handlers():
         register(app)
     return app

@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
+from flwr_gan.compress.strategy import AdaComp
 from flwr_gan.config import Settings
 from flwr_gan.core.models import build_models
 from flwr_gan.runtime.checkpoint import CheckpointError, arrays_to_tensors, tensors_to_arrays
@@ -79,6 +81,19 @@ def make_strategy(settings: Settings, *, num_nodes: int, num_classes: int,
     return FLGAN(**common, collect_metadata=s.fl.collect_metadata)
 
 
+def wrap_strategy(settings: Settings, strategy: FLGAN) -> Strategy:
+    """Wrap ``strategy`` in what ``settings`` ask of uploads (AdaComp outermost).
+
+    AdaComp must decode a reply before any other wrapper reads its arrays, so it
+    wraps last; the devices' ``adacomp_mod`` likewise compresses last.
+    """
+    outer: Strategy = strategy
+    comp = settings.compression
+    if comp.compress == "adacomp":
+        outer = AdaComp(outer, ratio=comp.compress_ratio, value_dtype=comp.compress_dtype)
+    return outer
+
+
 def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
     """Run ``exp``'s FL-GAN / FeGAN rounds on ``grid``; return the records.
 
@@ -93,6 +108,7 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
     num_nodes = s.federation.num_clients
     strategy = make_strategy(s, num_nodes=num_nodes, num_classes=exp.train.num_classes,
                              kl_reference=[int(c) for c in exp.train.class_counts()])
+    outer = wrap_strategy(s, strategy)
     exp.resolved |= {"num_nodes": num_nodes, "strategy": type(strategy).__name__}
     arrays = models_to_arrays({GENERATOR: gen, DISCRIMINATOR: disc})
     if exp.checkpoint is not None:
@@ -117,6 +133,10 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
                 exp.log({"round": 0, "wall_s": 0.0, "virtual_s": 0.0} | evaluate(0, current))
             return None
         record = dict(strategy.history[-1])
+        if isinstance(outer, AdaComp) and outer.telemetry:
+            comp = outer.telemetry[-1]
+            record |= {"bytes_up_dense": comp["bytes_up_dense"],
+                       "compression": comp["compression"]}
         if exp.due(r):
             record |= evaluate(r, current)
         exp.log(record)
@@ -130,7 +150,7 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
 
     remaining = exp.total - exp.start
     if remaining > 0:
-        strategy.start(grid=grid, initial_arrays=arrays, num_rounds=remaining,
+        outer.start(grid=grid, initial_arrays=arrays, num_rounds=remaining,
                        timeout=s.federation.timeout, train_config=train_config(s),
                        evaluate_fn=on_round)
     if strategy.metadata_telemetry:

@@ -343,7 +343,7 @@ class FLGAN(FedAvg):
                 failed[nid] = f"error: {reply.error.reason}"
                 continue
             content = reply.content
-            bytes_up[nid] = content_nbytes(content)
+            bytes_up[nid] = _wire_nbytes(content)
             try:
                 arrays, metrics = self._check_reply(nid, content, reference)
             except InvalidUpdateError as err:
@@ -498,6 +498,20 @@ class FLGAN(FedAvg):
             )
         if self.seen is not None and state.get("seen") is not None:
             self.seen.load_state_dict(state["seen"])
+
+
+def _wire_nbytes(content: RecordDict) -> int:
+    """Return the bytes a reply took on the wire.
+
+    That is ``wire-bytes`` when a decoding wrapper
+    (:class:`flwr_gan.compress.strategy.AdaComp`) measured them before decoding,
+    else the serialized size of the content.
+    """
+    for metrics in content.metric_records.values():
+        value = metrics.get("wire-bytes")
+        if isinstance(value, int) and value > 0:
+            return value
+    return content_nbytes(content)
 
 
 def _num(value: object) -> float:
