@@ -18,7 +18,9 @@ Three message types:
     :class:`~flwr_gan.core.training.GANTrainer` on its own images (skipped with
     ``merge-only``), stores everything back and replies with ``metrics``
     (``compute-s``, ``d-loss``, ``g-loss``, ``num-examples``, ``merged-g``,
-    ``merged-d``, ``local-iterations``) and, as asked, ``g-out`` / ``d-out``.
+    ``merged-d``, ``local-iterations``) and, as asked, ``g-out`` / ``d-out``
+    (full models, or AdaComp deltas against the reference the server keeps too
+    when ``upload-compress`` says so: :mod:`flwr_gan.gossip.compression`).
     A diverging (NaN) loss raises, so the server gets an error reply.
 ``query.gossip_info``
     Handshake: ``metrics`` (``num-examples``) and ``identity`` (``device-key``).
@@ -47,6 +49,7 @@ from torch import nn
 from flwr_gan.core.models import build_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig, TrainStats, infinite_batches
 from flwr_gan.data.node import DataConfig, device_key, message_data_config, node_images
+from flwr_gan.gossip.compression import worker_uploads
 from flwr_gan.gossip.peers import average_states
 from flwr_gan.runtime.nodestate import load_optimizer_arrays, optimizer_to_arrays
 from flwr_gan.runtime.records import (
@@ -221,10 +224,14 @@ def gossip_step(msg: Message, context: Context) -> Message:
         metrics |= {"d-loss": stats.d_loss, "g-loss": stats.g_loss}
     content = RecordDict({"metrics": MetricRecord(metrics)})
     send = str(config.get("send", ""))
-    if "g" in send:
-        content.array_records[G_OUT] = models_to_arrays({GENERATOR: gen})
-    if "d" in send:
-        content.array_records[D_OUT] = models_to_arrays({DISCRIMINATOR: disc})
+
+    def initial() -> ArrayRecord:
+        g0, d0 = initial_models(str(config["model"]), tuple(config["image-shape"]),
+                                _latent_dim(config), seed)
+        return models_to_arrays({GENERATOR: g0, DISCRIMINATOR: d0})
+
+    content.array_records.update(worker_uploads(context, config, {"g": gen, "d": disc}, send,
+                                                initial))
     return Message(content, reply_to=msg)
 
 

@@ -19,6 +19,11 @@ cannot message each other, so the ServerApp carries the gossip. Round ``r``
 Relayed models cross the network twice (up from the sender, down to the
 receiver) and are counted on both legs in ``bytes_up`` / ``bytes_down``;
 ``p2p_bytes`` says what a peer-to-peer deployment would have sent.
+``--sync generator`` / ``discriminator`` exchanges one network only (the
+other stays on each worker); ``--compress adacomp`` turns uploads into sparse
+deltas the server rebuilds before relaying them dense
+(:mod:`flwr_gan.gossip.compression`; ``bytes_up_dense`` is what the uploads
+would have weighed uncompressed).
 
 Use :func:`run_gossip` from any ``ServerApp`` ``main(grid, context)``.
 """
@@ -40,6 +45,12 @@ from torch import nn
 
 from flwr_gan.config import Settings
 from flwr_gan.gossip.client import GENERATOR_TYPE, INFO_TYPE, STEP_TYPE, initial_models
+from flwr_gan.gossip.compression import (
+    SYNC_KINDS,
+    UploadReceiver,
+    compression_config,
+    sent_kinds,
+)
 from flwr_gan.gossip.peers import choose_peers
 from flwr_gan.runtime.loop import RecordFn, RelayLoop
 from flwr_gan.runtime.records import (
@@ -48,7 +59,6 @@ from flwr_gan.runtime.records import (
     InvalidUpdateError,
     load_arrays,
     models_to_arrays,
-    validate_arrays,
 )
 from flwr_gan.runtime.relay import Reply, Traffic
 from flwr_gan.runtime.telemetry import LinkModel, content_nbytes, virtual_round_seconds
@@ -73,7 +83,7 @@ def worker_config(settings: Settings, image_shape: tuple[int, ...]) -> dict[str,
         "lr-g": settings.lr_g, "lr-d": settings.lr_d, "beta1": settings.beta1,
         "beta2": settings.beta2, "d-steps": settings.d_steps, "batch-size": settings.batch_size,
         "seed": settings.seed, "sync-every": settings.local_steps,
-        **settings.data.to_run_config(),
+        **settings.data.to_run_config(), **compression_config(settings),
     }
 
 
@@ -90,6 +100,8 @@ class _Round:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     peers: dict[str, dict[str, str]] = field(default_factory=dict)
     p2p_bytes: int = 0
+    uploaded: dict[tuple[int, str], int] = field(default_factory=dict)
+    saved_up: int = 0
     exchanged: int = 0
     discarded: int = 0
     server_s: float = 0.0
@@ -129,6 +141,10 @@ class GossipServer(RelayLoop):
         self.g_nbytes = record_nbytes(models_to_arrays({GENERATOR: self.generator}))
         self.d_nbytes = record_nbytes(models_to_arrays({DISCRIMINATOR: self.discriminator}))
         self.rng = np.random.default_rng(config.seed)
+        #: Networks that travel (``--sync``) and the checker / AdaComp decoder of uploads.
+        self.send = sent_kinds(config.variant, config.sync)
+        self.uploads = UploadReceiver({"g": self.generator, "d": self.discriminator},
+                                      compressed=config.compress == "adacomp")
         self.local_sizes: dict[str, int] = {}
         self.eval_keys: list[str] = []
         self.pending: dict[int, list[tuple[str, ArrayRecord]]] = {}
@@ -161,6 +177,7 @@ class GossipServer(RelayLoop):
 
     def _drop(self, node: int, reason: str, round_: int, rnd: _Round) -> None:
         rnd.discarded += len(self.pending.pop(node, []))
+        self.uploads.forget(node)
         rnd.dropped.append(self.drop(node, reason, round_))
 
     def _wave(self, round_: int, nodes: list[int], rnd: _Round, *, send: str,
@@ -170,6 +187,7 @@ class GossipServer(RelayLoop):
         for node in nodes:
             config = worker_config(self.cfg, self.image_shape) | {"round": round_, "send": send,
                                                  "merge-only": merge_only}
+            config |= self.uploads.config_for(node)
             content = RecordDict({"config": ConfigRecord(config)})
             relayed = 0
             for k, (kind, record) in enumerate(self.pending.pop(node, [])):
@@ -182,21 +200,21 @@ class GossipServer(RelayLoop):
     def _outgoing(self, reply: Reply, send: str, rnd: _Round) -> dict[str, ArrayRecord]:
         """Return the valid models a worker sent back (``"g"`` / ``"d"``); reject the rest."""
         out: dict[str, ArrayRecord] = {}
-        for kind, name, module in (("g", GENERATOR, self.generator),
-                                   ("d", DISCRIMINATOR, self.discriminator)):
+        for kind, name in (("g", GENERATOR), ("d", DISCRIMINATOR)):
             if kind not in send:
                 continue
             record = reply.content.array_records.get(f"{kind}-out")
             try:
-                if record is None:
-                    raise InvalidUpdateError(f"the reply holds no {name}")
-                validate_arrays({name: module}, record, what=f"{self.key(reply.node)}")
+                full = self.uploads.accept(reply.node, kind, record, what=self.key(reply.node))
             except InvalidUpdateError as err:
                 rnd.rejected.append({"node": self.key(reply.node), "what": name,
                                      "reason": str(err)[:300]})
                 log.warning("%s rejected: %s", name, err)
                 continue
-            out[kind] = record
+            assert record is not None
+            rnd.uploaded[(reply.node, kind)] = record_nbytes(record)
+            rnd.saved_up += record_nbytes(full) - rnd.uploaded[(reply.node, kind)]
+            out[kind] = full
         return out
 
     def _queue(self, outgoing: dict[int, dict[str, ArrayRecord]], rnd: _Round) -> dict[int, int]:
@@ -211,17 +229,18 @@ class GossipServer(RelayLoop):
             return queued
         for i, node in enumerate(live):
             targets = {"g": live[choice.generator[i]], "d": live[choice.discriminator[i]]}
-            rnd.peers[self.key(node)] = {k: self.key(v) for k, v in targets.items()}
+            rnd.peers[self.key(node)] = {k: self.key(v) for k, v in targets.items()
+                                         if k in self.send}
             for kind, record in outgoing.get(node, {}).items():
                 self.pending.setdefault(targets[kind], []).append((kind, record))
-                nbytes = record_nbytes(record)
+                nbytes = rnd.uploaded[(node, kind)]  # what crossed the sender's link
                 queued[node] = queued.get(node, 0) + nbytes
                 rnd.p2p_bytes += nbytes
                 rnd.exchanged += 1
         return queued
 
     def _train_wave(self, round_: int, rnd: _Round) -> None:
-        send = "" if self.cfg.variant == "isolated" else "gd"
+        send = self.send
         nodes = list(self.alive)
         replies = self._wave(round_, nodes, rnd, send=send, merge_only=False)
         t0 = time.perf_counter()
@@ -267,10 +286,12 @@ class GossipServer(RelayLoop):
             "round": round_, "iteration": round_ * self.cfg.local_steps,
             "variant": self.cfg.variant, "nodes": rnd.nodes, "alive": len(self.alive),
             "bytes_up": traffic.bytes_up, "bytes_down": traffic.bytes_down,
-            "relayed_up": traffic.relayed_up, "relayed_down": traffic.relayed_down,
+            "bytes_up_dense": traffic.bytes_up + rnd.saved_up, "compress": self.cfg.compress,
+            "sync": self.cfg.sync, "relayed_up": traffic.relayed_up,
+            "relayed_down": traffic.relayed_down,
             "relayed_bytes": traffic.relayed_up + traffic.relayed_down,
             "p2p_bytes": rnd.p2p_bytes,
-            "fl_bytes": 2 * (self.g_nbytes + self.d_nbytes) * len(rnd.nodes),
+            "fl_bytes": 2 * self.synced_nbytes * len(rnd.nodes),
             "exchanged": rnd.exchanged, "discarded": rnd.discarded, "peers": rnd.peers,
             "messages": traffic.messages,
             "compute_s": {self.key(c.node_id): c.compute_s for c in costs},
@@ -282,6 +303,12 @@ class GossipServer(RelayLoop):
             "g_loss": float(np.mean(rnd.g_losses)) if rnd.g_losses else None,
             "dropped": rnd.dropped, "rejected": rnd.rejected,
         }
+
+    @property
+    def synced_nbytes(self) -> int:
+        """Dense bytes of the networks ``--sync`` exchanges (FL's per-leg cost)."""
+        kinds = SYNC_KINDS[self.cfg.sync]
+        return int("g" in kinds) * self.g_nbytes + int("d" in kinds) * self.d_nbytes
 
     # -- evaluation ----------------------------------------------------------
 

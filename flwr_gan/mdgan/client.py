@@ -11,7 +11,8 @@ iterations in the node's ``context.state``. Two message types:
     server). The worker loads ``disc-in`` if present, takes L discriminator
     steps on ``(X_r, X_d)`` with one local real batch ``X_r`` (Algorithm 1),
     computes the feedback ``F_n = dB~(X_g)/dx`` and replies with ``feedback``
-    (ArrayRecord), ``metrics`` (MetricRecord) and, when ``send-disc`` is set,
+    (ArrayRecord: dense, or AdaComp-encoded when ``fb-compress`` says so, see
+    :mod:`flwr_gan.mdgan.compression`), ``metrics`` (MetricRecord) and, when ``send-disc`` is set,
     ``disc-out`` (its discriminator, for the server to relay).
 ``query.mdgan_info``
     Replies with the local data-set size ``num-examples`` (the server needs
@@ -49,7 +50,8 @@ from flwr_gan.core.models import build_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig
 from flwr_gan.data.node import DataConfig, device_key, message_data_config, node_images
 from flwr_gan.mdgan.assignment import real_batch_indices
-from flwr_gan.runtime.arraycodec import array_of, array_record, module_arrays, tensor_of
+from flwr_gan.mdgan.compression import feedback_record
+from flwr_gan.runtime.arraycodec import array_record, module_arrays, tensor_of
 from flwr_gan.runtime.nodestate import NodeObjects, NodeStore
 from flwr_gan.runtime.records import load_arrays
 from flwr_gan.runtime.relay import IDENTITY_KEY
@@ -210,7 +212,7 @@ def _step(msg: Message, context: Context, config: Any, objects: NodeObjects, ite
     meta["steps"] = int(meta["steps"]) + trainer.d_steps
     _STORE.save(context, objects)
     content = RecordDict({
-        "feedback": array_record({"feedback": array_of(feedback.cpu().numpy())}),
+        "feedback": feedback_record(feedback.cpu().numpy(), config),
         "metrics": MetricRecord({
             "iteration": iteration, "compute-s": compute_s,
             "handler-s": time.perf_counter() - started, "d-loss": float(np.mean(d_losses)),

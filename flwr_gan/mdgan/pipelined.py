@@ -5,7 +5,9 @@ current generator, and the generator steps whenever ``quorum`` feedbacks (by
 default one per live worker, as in sync mode) have accumulated. Feedback
 computed on batches older than ``max_staleness`` generator versions is
 discarded (and reported). This hides Flower's fixed per-message latency behind
-the other workers' work. Replies still in flight at the end are abandoned.
+the other workers' work. With ``--compress adacomp`` the feedback kept is
+scaled by ``1 / (1 + staleness)`` (AdaComp's learning-rate modulation, see
+:mod:`flwr_gan.mdgan.compression`). Replies still in flight at the end are abandoned.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from flwr_gan.mdgan.assignment import (
     sample_workers,
 )
 from flwr_gan.mdgan.client import STEP_TYPE
+from flwr_gan.mdgan.compression import modulate_stale
 from flwr_gan.mdgan.server import MDGANServer, _Interval, _Sent
 from flwr_gan.runtime.relay import read_reply
 from flwr_gan.runtime.telemetry import content_nbytes
@@ -49,6 +52,7 @@ def run_pipelined(server: MDGANServer) -> None:
     crash_due = 0
     crash_checked = 0
     order = list(server.alive)
+    compressed = cfg.compress == "adacomp"  # AdaComp's 1/(1+staleness) modulation
     while version < cfg.iterations and server.alive:
         quorum = len(server.alive) if cfg.workers_per_iteration <= 0 else min(
             cfg.workers_per_iteration, len(server.alive))
@@ -111,6 +115,7 @@ def run_pipelined(server: MDGANServer) -> None:
                 interval.stale += 1
                 continue
             interval.staleness.append(staleness)
+            values = modulate_stale(values, staleness, enabled=compressed)
             acc.append(Feedback(s.node, s.wave, s.batch_g, values))
         now = time.perf_counter()
         for mid, s in list(outstanding.items()):

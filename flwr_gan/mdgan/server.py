@@ -42,12 +42,7 @@ from flwr.serverapp import Grid
 from flwr_gan.config import Settings
 from flwr_gan.core.models import build_models
 from flwr_gan.core.training import GANTrainer
-from flwr_gan.mdgan.aggregation import (
-    Feedback,
-    InvalidFeedbackError,
-    check_feedback,
-    generator_update,
-)
+from flwr_gan.mdgan.aggregation import Feedback, generator_update
 from flwr_gan.mdgan.assignment import (
     assign_batches,
     crash_iterations,
@@ -58,6 +53,7 @@ from flwr_gan.mdgan.assignment import (
     swap_period,
 )
 from flwr_gan.mdgan.client import INFO_TYPE, STEP_TYPE
+from flwr_gan.mdgan.compression import compression_config, dense_feedback_nbytes, read_feedback
 from flwr_gan.mdgan.settings import MODES
 from flwr_gan.runtime.arraycodec import array_of, array_record
 from flwr_gan.runtime.loop import RecordFn, RelayLoop
@@ -78,7 +74,7 @@ def worker_config(settings: Settings, image_shape: tuple[int, ...]) -> dict[str,
         "image-shape": [int(v) for v in image_shape], "disc-steps": settings.d_steps,
         "lr-g": settings.lr_g, "lr-d": settings.lr_d, "beta1": settings.beta1,
         "beta2": settings.beta2, "batch-size": settings.batch_size, "seed": settings.seed,
-        **settings.data.to_run_config(),
+        **settings.data.to_run_config(), **compression_config(settings),
     }
 
 
@@ -105,6 +101,7 @@ class _Interval:
     bytes_up: int = 0
     payload_down: int = 0
     payload_up: int = 0
+    payload_up_dense: int = 0
     swap_bytes_down: int = 0
     swap_bytes_up: int = 0
     messages: int = 0
@@ -254,13 +251,10 @@ class MDGANServer(RelayLoop):
                 disc_out = None
         try:
             record = reply.content.array_records.get("feedback")
-            if record is None or "feedback" not in record:
-                raise InvalidFeedbackError(f"worker {sent.node}: reply holds no feedback")
-            arr = record["feedback"]
-            interval.payload_up += arrays_nbytes(record)
-            values = np.array(arr.numpy())
-            check_feedback(values, expected, worker=f"worker {sent.node}")
-        except (InvalidFeedbackError, ValueError, TypeError) as err:
+            interval.payload_up += arrays_nbytes(record) if record is not None else 0
+            interval.payload_up_dense += dense_feedback_nbytes(expected)
+            values = read_feedback(record, expected, worker=f"worker {sent.node}")
+        except (InvalidUpdateError, ValueError, TypeError) as err:
             interval.rejected.append({"node": self.key(sent.node), "reason": str(err)[:300],
                                       "what": "feedback"})
             self.events.append({"iteration": iteration, "event": "rejected",
@@ -296,6 +290,7 @@ class MDGANServer(RelayLoop):
             "alive": len(self.alive), "kappa": kappa,
             "bytes_up": interval.bytes_up, "bytes_down": interval.bytes_down,
             "payload_up": interval.payload_up, "payload_down": interval.payload_down,
+            "payload_up_dense": interval.payload_up_dense, "compress": self.cfg.compress,
             "swap_bytes_up": interval.swap_bytes_up, "swap_bytes_down": interval.swap_bytes_down,
             "swaps": interval.swaps, "messages": interval.messages,
             "compute_s": {self.key(c.node_id): c.compute_s for c in costs},
