@@ -348,6 +348,11 @@ class Settings:
             validate = getattr(g, "validate", None)
             if callable(validate):
                 validate()
+        if (self.has("dp") and str(self.get("dp")).startswith("client")
+                and self.has("compress") and self.get("compress") != "none"):
+            raise ConfigError(f"--dp {self.get('dp')} with --compress {self.get('compress')} "
+                              "has no privacy guarantee (the compression residual is not "
+                              "clipped): use a server-side --dp mode, or --compress none")
         if self.has("resume") and self.get("resume") and self.get("overwrite"):
             raise ConfigError("--resume and --overwrite exclude each other: --resume continues "
                               "the run in --out, --overwrite replaces it")

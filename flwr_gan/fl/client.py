@@ -11,7 +11,13 @@ Message types
     and replies with the updated arrays and a MetricRecord: ``num-examples``,
     ``d-loss``, ``g-loss``, ``compute-s``, ``local-steps``, ``batch-size``.
     A diverging loss (NaN) raises, so the server gets an error reply and never
-    averages the broken weights.
+    averages the broken weights. With ``sync`` = ``generator`` or
+    ``discriminator`` in the config, only that network travels both ways; the
+    other one is the device's own, kept in ``context.state``
+    (:mod:`flwr_gan.fl.partial`).
+``query.fl_generator`` (:func:`flwr_gan.fl.partial.handle_generator_query`)
+    Replies with the device's own generator (``sync = discriminator``), which
+    the server scores at evaluation rounds.
 ``query.metadata`` (:func:`handle_metadata`)
     Replies with the node's per-class sample counts and capabilities
     (:mod:`flwr_gan.strategy.metadata`), used by FeGAN's sampling, weighting
@@ -24,10 +30,12 @@ ClientApp::
 
     from flwr.clientapp import ClientApp
     from flwr_gan.fl.client import handle_metadata, handle_train
+    from flwr_gan.fl.partial import handle_generator_query
 
     app = ClientApp()
     app.train()(handle_train)
     app.query("metadata")(handle_metadata)
+    app.query("fl_generator")(handle_generator_query)  # only for --sync discriminator
 """
 
 from __future__ import annotations
@@ -46,7 +54,23 @@ from flwr_gan.core.models import PRESETS, build_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig, infinite_batches
 from flwr_gan.data import ImageDataset
 from flwr_gan.data.node import ConfigValue, DataConfig, device_key, node_training_data
-from flwr_gan.runtime.records import DISCRIMINATOR, GENERATOR, load_arrays, models_to_arrays
+from flwr_gan.fl.partial import (
+    GENERATOR_QUERY,
+    handle_generator_query,
+    initial_models,
+    load_local,
+    local_networks,
+    store_local,
+    sync_of,
+    synced_networks,
+)
+from flwr_gan.runtime.records import (
+    DISCRIMINATOR,
+    GENERATOR,
+    load_arrays,
+    models_to_arrays,
+    validate_arrays,
+)
 from flwr_gan.strategy.metadata import METADATA_KEY
 
 ARRAYS_KEY = "arrays"
@@ -177,9 +201,18 @@ def handle_train(msg: Message, context: Context,
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r} in the train config")
     latent = _get_int(cfg, "latent-dim", 0) or None
+    sync = sync_of(cfg)
     gen, disc = build_models(preset, data.image_shape, latent)
-    load_arrays(gen, arrays, GENERATOR, what="global generator")
-    load_arrays(disc, arrays, DISCRIMINATOR, what="global discriminator")
+    models = {GENERATOR: gen, DISCRIMINATOR: disc}
+    synced = {name: models[name] for name in synced_networks(sync)}
+    local = {name: models[name] for name in local_networks(sync)}
+    if local:
+        validate_arrays(synced, arrays, what="global model")  # no stray local-network keys
+    for name, module in synced.items():
+        load_arrays(module, arrays, name, what=f"global {name}")
+    if local:  # the device's own networks: stored, or (first round) the run's initial ones
+        load_local(context, local, lambda: initial_models(
+            preset, data.image_shape, latent, _get_int(cfg, "seed", 0)))
     steps = _get_int(cfg, "local-steps", 30)
     batch_size = _get_int(cfg, "batch-size", 50)
     rnd = _get_int(cfg, "server-round", 0)
@@ -198,15 +231,19 @@ def handle_train(msg: Message, context: Context,
         "compute-s": float(stats.compute_s),
         "local-steps": int(steps), "batch-size": int(min(batch_size, len(data))),
     })
+    if local:
+        store_local(context, local)
     reply = RecordDict({
-        ARRAYS_KEY: models_to_arrays({GENERATOR: gen, DISCRIMINATOR: disc}),
+        ARRAYS_KEY: models_to_arrays(synced),
         METRICS_KEY: metrics,
     })
     return Message(reply, reply_to=msg)
 
 
 def register_handlers(app: ClientApp, settings: ClientSettings | None = None) -> ClientApp:
-    """Register the FL-GAN / FeGAN handlers (``train``, ``query.metadata``) on ``app``.
+    """Register the FL-GAN / FeGAN handlers on ``app``.
+
+    ``train``, ``query.metadata`` and ``query.fl_generator``.
 
     Parameters
     ----------
@@ -224,6 +261,8 @@ def register_handlers(app: ClientApp, settings: ClientSettings | None = None) ->
     @app.query("metadata")
     def _metadata(msg: Message, context: Context) -> Message:
         return handle_metadata(msg, context, settings)
+
+    app.query(GENERATOR_QUERY)(handle_generator_query)
 
     return app
 

@@ -8,6 +8,15 @@ logs one record to ``metrics.jsonl`` (the strategy's telemetry: ``round``,
 ``kl_seen_reference`` (vs the whole training set), ``coverage``, losses; plus
 ``fid`` / ``score`` at evaluations), saves sample grids, and checkpoints the
 full server state atomically, from which ``--resume`` continues.
+
+``--sync generator`` / ``--sync discriminator`` (:mod:`flwr_gan.fl.partial`,
+``docs/partial-sync.md``): the global ArrayRecord (what travels, is averaged
+and checkpointed) holds that network only; the other one stays on each device.
+With ``--sync discriminator`` the server has no generator of its own: an
+evaluation round scores the generators of the devices trained in that round
+(queried with ``query.fl_generator``; records then carry ``evaluated``,
+``eval_bytes`` (not in ``bytes_up`` / ``bytes_down``) and the several-generator
+fields ``fid_best``, ``fid_worst``, ``fid_std``, ``fid_workers``).
 """
 
 from __future__ import annotations
@@ -15,19 +24,35 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from flwr_gan.compress.strategy import AdaComp
-from flwr_gan.config import Settings
+from flwr_gan.config import ConfigError, Settings
 from flwr_gan.core.models import build_models
+from flwr_gan.fl.partial import SYNC_KEY, fetch_generators, synced_networks, trained_nodes
+from flwr_gan.privacy.strategy import (
+    DPGuard,
+    account_round,
+    dp_wrapper,
+    find_guard,
+    make_ledger,
+)
 from flwr_gan.runtime.checkpoint import CheckpointError, arrays_to_tensors, tensors_to_arrays
 from flwr_gan.runtime.experiment import Experiment
-from flwr_gan.runtime.records import DISCRIMINATOR, GENERATOR, load_arrays, models_to_arrays
+from flwr_gan.runtime.records import (
+    DISCRIMINATOR,
+    GENERATOR,
+    load_arrays,
+    models_to_arrays,
+    validate_arrays,
+)
 from flwr_gan.runtime.telemetry import LinkModel
 from flwr_gan.strategy import FLGAN, FeGAN
+from flwr_gan.strategy.sampling import round_size
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +63,20 @@ def link_of(settings: Settings) -> LinkModel:
     return LinkModel(fed.bandwidth_gbps * 1e9, fed.latency_ms / 1e3)
 
 
+def sync_of(settings: Settings) -> str:
+    """Return the run's ``--sync`` mode (``both`` for settings without the knob)."""
+    partial = getattr(settings, "partial", None)
+    return str(getattr(partial, "sync", "both"))
+
+
 def train_config(settings: Settings) -> ConfigRecord:
-    """Return the ConfigRecord every train message carries (model and optimizer)."""
+    """Return the ConfigRecord every train message carries (model and optimizer).
+
+    A partially synchronised run adds ``sync`` (the network that travels).
+    """
     s = settings
-    return ConfigRecord({
+    sync = {SYNC_KEY: sync_of(s)} if sync_of(s) != "both" else {}
+    return ConfigRecord(sync | {
         "model": s.model.model, "loss": s.model.resolved_loss(),
         "latent-dim": s.model.latent_dim, "lr-g": s.train.lr_g, "lr-d": s.train.lr_d,
         "beta1": s.train.beta1, "beta2": s.train.beta2, "d-steps": s.train.d_steps,
@@ -84,10 +119,17 @@ def make_strategy(settings: Settings, *, num_nodes: int, num_classes: int,
 def wrap_strategy(settings: Settings, strategy: FLGAN) -> Strategy:
     """Wrap ``strategy`` in what ``settings`` ask of uploads (AdaComp outermost).
 
-    AdaComp must decode a reply before any other wrapper reads its arrays, so it
-    wraps last; the devices' ``adacomp_mod`` likewise compresses last.
+    ``--dp``: Flower's DP wrapper of that mode goes first, with ``m`` the
+    round's node count, inside a :class:`~flwr_gan.privacy.strategy.DPGuard`
+    (docs/privacy.md). AdaComp must decode a reply before any other wrapper
+    reads its arrays, so it wraps last; the devices' ``adacomp_mod`` likewise
+    compresses last (outside the clipping mods).
     """
     outer: Strategy = strategy
+    if _dp_mode(settings) != "none":
+        fl = settings.fl
+        sampled = round_size(fl.fraction, settings.federation.num_clients, fl.min_nodes)
+        outer = DPGuard(dp_wrapper(outer, settings.privacy, sampled))
     comp = settings.compression
     if comp.compress == "adacomp":
         outer = AdaComp(outer, ratio=comp.compress_ratio, value_dtype=comp.compress_dtype)
@@ -99,32 +141,69 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
 
     Raises
     ------
+    ConfigError
+        On ``--resume`` with ``--sync discriminator`` (the generators lived on
+        the devices and are gone).
     CheckpointError
         If the checkpoint being resumed holds a malformed strategy state.
     """
     s: Settings = exp.settings
+    sync = sync_of(s)
+    if sync == "discriminator" and exp.checkpoint is not None:
+        raise ConfigError("--resume does not support --sync discriminator: the generators "
+                          "lived on the devices and a restarted run has lost them; start a "
+                          "new run")
     torch.manual_seed(s.run.seed)
+    if _dp_mode(s) != "none":  # Flower's DP wrappers draw their noise from numpy's global RNG
+        np.random.seed(s.run.seed)  # noqa: NPY002 - seeded for reproducible runs
     gen, disc = build_models(s.model.model, exp.image_shape, s.model.latent_dim or None)
     num_nodes = s.federation.num_clients
     strategy = make_strategy(s, num_nodes=num_nodes, num_classes=exp.train.num_classes,
                              kl_reference=[int(c) for c in exp.train.class_counts()])
     outer = wrap_strategy(s, strategy)
+    guard = find_guard(outer)
+    ledger = None if guard is None else make_ledger(
+        s.privacy, num_nodes, compressed=s.compression.compress != "none")
     exp.resolved |= {"num_nodes": num_nodes, "strategy": type(strategy).__name__}
-    arrays = models_to_arrays({GENERATOR: gen, DISCRIMINATOR: disc})
+    models = {GENERATOR: gen, DISCRIMINATOR: disc}
+    synced = {name: models[name] for name in synced_networks(sync)}
+    arrays = models_to_arrays(synced)
     if exp.checkpoint is not None:
         state = exp.checkpoint["state"]
         try:
             arrays = tensors_to_arrays(state["arrays"])
+            validate_arrays(synced, arrays, what="checkpointed global model")
             strategy.load_state_dict(state["strategy"])
+            if guard is not None and ledger is not None and "privacy" in state:
+                guard.load_state_dict(state["privacy"]["guard"])
+                ledger.load_state_dict(state["privacy"]["ledger"])
             torch.set_rng_state(state["torch_rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"checkpoint {exp.out}: bad FL state ({err})") from err
         log.info("Resuming from %s at round %d", exp.out, exp.start)
+    if sync == "discriminator" and exp.evaluating and _dp_mode(s) != "none":
+        log.warning("--sync discriminator --dp %s: evaluation fetches the devices' own "
+                    "generators, outside the DP guarantee (docs/partial-sync.md)", _dp_mode(s))
     exp.open()
 
     def evaluate(r: int, current: ArrayRecord) -> dict[str, Any]:
-        load_arrays(gen, current, GENERATOR)
-        return exp.evaluate(r, {"generator": gen})
+        if sync != "discriminator":
+            load_arrays(gen, current, GENERATOR)
+            return exp.evaluate(r, {"generator": gen})
+        if r == 0 or not exp.evaluating:  # round 0: every device starts from this generator
+            return exp.evaluate(r, {"generator": gen})
+        nodes = trained_nodes(strategy.history[-1]["nodes"], grid.get_node_ids(),
+                              strategy.device_name)
+        gens, nbytes, failed = fetch_generators(
+            grid, nodes, gen, name_of=strategy.device_name, server_round=r,
+            timeout=s.federation.timeout)
+        record: dict[str, Any] = {"evaluated": sorted(gens), "eval_bytes": nbytes}
+        if failed:
+            record["eval_failed"] = failed
+        if not gens:
+            log.warning("Round %d: no device generator to evaluate", r)
+            return record
+        return record | exp.evaluate(r, {k: gens[k] for k in sorted(gens)})
 
     def on_round(server_round: int, current: ArrayRecord) -> MetricRecord | None:
         r = strategy.rounds_done
@@ -137,13 +216,17 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
             comp = outer.telemetry[-1]
             record |= {"bytes_up_dense": comp["bytes_up_dense"],
                        "compression": comp["compression"]}
+        if guard is not None and ledger is not None:
+            record = _privacy_record(record, guard, ledger, strategy)
         if exp.due(r):
             record |= evaluate(r, current)
         exp.log(record)
         if exp.checkpoint_due(r):
+            extra = {} if guard is None or ledger is None else {"privacy": {
+                "guard": guard.state_dict(), "ledger": ledger.state_dict()}}
             exp.save_checkpoint(r, {"arrays": arrays_to_tensors(current),
                                     "strategy": strategy.state_dict(),
-                                    "torch_rng": torch.get_rng_state()})
+                                    "torch_rng": torch.get_rng_state()} | extra)
         if record.get("fid") is not None:
             return MetricRecord({"fid": float(record["fid"])})
         return None
@@ -158,3 +241,22 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
         exp.run.write_json("metadata.json", strategy.metadata_telemetry
                            | {"devices_info": [d.to_dict() for d in strategy.devices or []]})
     return exp.finish(title=f"{s.algorithm} {s.model.model} on {exp.train.name}")
+
+
+def _privacy_record(record: dict[str, Any], guard: DPGuard, ledger: Any, strategy: FLGAN
+                    ) -> dict[str, Any]:
+    """Return ``record`` with the round's DP fields (``dp_epsilon``, ``clipping_norm``, ...).
+
+    Updates the guard excluded before DP appear in ``failed`` with their reason.
+    """
+    out = record | account_round(guard, ledger, list(record.get("weights", [])))
+    excluded = guard.rounds[-1]["excluded"] if guard.rounds else {}
+    if excluded:
+        out["failed"] = dict(record.get("failed", {})) | {
+            strategy.device_name(nid): reason for nid, reason in excluded.items()}
+    return out
+
+
+def _dp_mode(settings: Settings) -> str:
+    """Return the run's ``--dp`` mode (``none`` for settings without the knob)."""
+    return str(getattr(getattr(settings, "privacy", None), "dp", "none"))
