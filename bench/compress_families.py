@@ -6,8 +6,7 @@ workers, default 10) and Gossip GAN (DDL) with ``--compress none`` and
 upload bytes measured on the wire (``bytes_up``, summed over the run), what the
 same uploads weigh dense (MD-GAN: ``payload_up_dense``; gossip:
 ``bytes_up_dense``), the reduction factor, and the FID curve, to
-``bench/results/compress_families.json`` (runs under
-``bench/results/compress_runs/``).
+``bench/results/compress_families.json`` (run directories under ``--runs``).
 
 Usage::
 
@@ -40,6 +39,8 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
                            eval_workers=args.eval_workers)
     runs: dict[str, tuple[str, dict[str, Any]]] = {}
     for family, values in (("mdgan", mdgan), ("gossip", gossip)):
+        if family not in args.families.split(","):
+            continue
         runs[f"{family} none"] = (family, values | dict(compress="none"))
         for ratio in args.ratios:
             runs[f"{family} adacomp {ratio:g}"] = (family, values | dict(
@@ -69,6 +70,7 @@ def main() -> int:
     """Run every configuration and write the JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a smoke run (N=3, a few steps)")
+    p.add_argument("--families", default="mdgan,gossip", help="comma-separated")
     p.add_argument("--num-clients", type=int, default=10)
     p.add_argument("--iterations", type=int, default=1000, help="MD-GAN iterations")
     p.add_argument("--rounds", type=int, default=40, help="gossip exchanges")
@@ -81,7 +83,7 @@ def main() -> int:
     p.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.01, 0.001])
     p.add_argument("--dtype", default="float32", choices=("float32", "float16"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", default="bench/results/compress_runs")
+    p.add_argument("--runs", default="/tmp/flwr-gan-compress-runs")
     p.add_argument("--out", default="bench/results/compress_families.json")
     args = p.parse_args()
     if args.quick:

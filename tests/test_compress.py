@@ -104,9 +104,13 @@ def _payload():
     return encode(sent), {"w": (300,), "b": (4,)}, sent
 
 
-def test_wire_round_trip_uses_small_index_types():
+def test_wire_round_trip_packs_every_layer_into_few_small_arrays():
     arrays, shapes, sent = _payload()
-    assert arrays["w#i"].numpy().dtype == np.uint16 and arrays["b#i"].numpy().dtype == np.uint8
+    # Two layers, one record: counts, one uint16 group (300 entries), one uint8 (4), values.
+    assert set(arrays.keys()) == {"adacomp#n", "adacomp#i2", "adacomp#i1", "adacomp#v"}
+    assert arrays["adacomp#i2"].numpy().dtype == np.uint16
+    assert arrays["adacomp#i1"].numpy().dtype == np.uint8
+    assert arrays["adacomp#n"].numpy().tolist() == [30, 1]
     back = decode(arrays, shapes)
     for key in shapes:
         np.testing.assert_array_equal(back[key].dense(), sent[key].dense())
@@ -121,20 +125,34 @@ def _forge(arrays, key, value):
     return out
 
 
+_W = list(range(3, 30))  # 27 valid positions of layer "w" (300 entries)
+
+
 @pytest.mark.parametrize("key, value, message", [
-    ("w#i", np.array([0, 1, 400] + list(range(3, 30)), dtype=np.uint16), "below 300"),
-    ("w#i", np.array([5, 5] + list(range(6, 34)), dtype=np.uint16), "strictly increasing"),
-    ("w#i", np.arange(29, dtype=np.uint16), "29 indices"),
-    ("w#i", np.arange(30, dtype=np.int32), "unsigned"),
-    ("w#v", np.ones(30, dtype=np.float64), "dtype float64"),
-    ("w#v", np.array([np.nan] + [1.0] * 29, dtype=np.float32), "NaN"),
-    ("b#v", None, "missing"),
-    ("x#v", np.ones(1, dtype=np.float32), "unexpected"),
+    ("adacomp#i2", np.array([0, 1, 400] + _W, dtype=np.uint16), "below 300"),
+    ("adacomp#i2", np.array([5, 5, 6] + _W, dtype=np.uint16), "strictly increasing"),
+    ("adacomp#i2", np.arange(29, dtype=np.uint16), "only 29 indices"),
+    ("adacomp#i2", np.arange(31, dtype=np.uint16), "left over"),
+    ("adacomp#i2", np.arange(30, dtype=np.int32), "must hold uint16"),
+    ("adacomp#n", np.array([30, 1], dtype=np.int64), "uint32 counts"),
+    ("adacomp#n", np.array([30], dtype=np.uint32), "2 uint32 counts"),
+    ("adacomp#n", np.array([29, 1], dtype=np.uint32), "31 values for 30"),
+    ("adacomp#v", np.ones(31, dtype=np.float64), "dtype float64"),
+    ("adacomp#v", np.array([np.nan] + [1.0] * 30, dtype=np.float32), "NaN"),
+    ("adacomp#v", None, "needs"),
+    ("adacomp#x", np.ones(1, dtype=np.float32), "unexpected"),
 ])
-def test_malformed_payloads_are_rejected_naming_the_layer(key, value, message):
+def test_malformed_payloads_are_rejected_naming_what_is_wrong(key, value, message):
     arrays, shapes, _ = _payload()
     with pytest.raises(MalformedPayload, match=message):
         decode(_forge(arrays, key, value), shapes, what="node 7")
+
+
+def test_a_bad_layer_is_named_in_the_error():
+    arrays, shapes, _ = _payload()
+    forged = _forge(arrays, "adacomp#i1", np.array([9], dtype=np.uint8))  # layer b has 4
+    with pytest.raises(MalformedPayload, match="node 7, layer 'b'.*below 4"):
+        decode(forged, shapes, what="node 7")
 
 
 # ------------------------------------------------- mod + wrapper, no Ray
@@ -204,9 +222,9 @@ def test_a_forged_upload_is_excluded_and_reported_never_averaged(monkeypatch):
     def tamper(nid, reply):
         if nid == 102 and reply.has_content():
             arrays = reply.content.array_records["arrays"]
-            idx = arrays["w#i"].numpy().copy()
+            idx = arrays["adacomp#i2"].numpy().copy()
             idx[-1] = 60000  # out of range for 400 entries
-            arrays["w#i"] = Array(idx)
+            arrays["adacomp#i2"] = Array(idx)
         return reply
 
     grid = InProcessGrid(_toy_app(0.01), 2, tamper=tamper)

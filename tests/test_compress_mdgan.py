@@ -49,7 +49,7 @@ def _feedback(seed: int = 0) -> np.ndarray:
 def test_feedback_record_round_trip_keeps_the_largest_entries() -> None:
     fb = _feedback()
     record = feedback_record(fb, ADACOMP)
-    assert set(record.keys()) == {"feedback#i", "feedback#v"}
+    assert set(record.keys()) == {"adacomp#n", "adacomp#i2", "adacomp#v"}
     got = read_feedback(record, SHAPE, worker="w")
     k = math.ceil(0.01 * fb.size)
     assert np.count_nonzero(got) == k
@@ -71,19 +71,19 @@ def test_float16_values_halve_the_value_bytes() -> None:
     fb = _feedback()
     f32 = feedback_record(fb, ADACOMP)
     f16 = feedback_record(fb, ADACOMP | {"fb-compress-dtype": "float16"})
-    assert f16["feedback#v"].numpy().dtype == np.float16
-    assert len(f16["feedback#v"].data) < len(f32["feedback#v"].data)
+    assert f16["adacomp#v"].numpy().dtype == np.float16
+    assert len(f16["adacomp#v"].data) < len(f32["adacomp#v"].data)
     np.testing.assert_allclose(read_feedback(f16, SHAPE, worker="w"),
                                read_feedback(f32, SHAPE, worker="w"), rtol=1e-3)
 
 
 def _forged(kind: str) -> ArrayRecord:
-    sent, _ = compress({"feedback": _feedback()}, None, 0.01)
-    idx, val = sent["feedback"].indices.copy(), sent["feedback"].values.copy()
+    record = encode(compress({"feedback": _feedback()}, None, 0.01)[0])
+    idx, val = record["adacomp#i2"].numpy().copy(), record["adacomp#v"].numpy().copy()
+    counts = record["adacomp#n"].numpy().copy()
     if kind == "dtype":
         val = val.astype(np.float64)
     elif kind == "index":
-        idx = idx.astype(np.uint32)
         idx[-1] = math.prod(SHAPE)  # one past the end
     elif kind == "length":
         val = val[:-1]
@@ -92,13 +92,14 @@ def _forged(kind: str) -> ArrayRecord:
     elif kind == "repeat":
         idx[1] = idx[0]
     elif kind == "layer":
-        return ArrayRecord({"other#i": Array(idx), "other#v": Array(val)})
-    return ArrayRecord({"feedback#i": Array(idx), "feedback#v": Array(val)})
+        counts = np.array([counts[0], 1], dtype=np.uint32)  # a second, unknown layer
+    return ArrayRecord({"adacomp#n": Array(counts), "adacomp#i2": Array(idx),
+                        "adacomp#v": Array(val)})
 
 
 @pytest.mark.parametrize("kind, match", [
-    ("dtype", "dtype"), ("index", "below"), ("length", "indices"), ("nan", "NaN"),
-    ("repeat", "increasing"), ("layer", "missing"),
+    ("dtype", "dtype"), ("index", "below"), ("length", "values for"), ("nan", "NaN"),
+    ("repeat", "increasing"), ("layer", "one per layer"),
 ])
 def test_server_decode_rejects_forged_payloads(kind: str, match: str) -> None:
     with pytest.raises(MalformedPayload, match=match):
@@ -147,9 +148,9 @@ def test_feedback_bytes_drop_by_the_ratio_and_bytes_up_is_the_wire(ratio: float)
     for p, c in zip(plain.records, comp.records, strict=True):
         assert c["compress"] == "adacomp" and p["compress"] == "none"
         assert c["payload_up_dense"] == p["payload_up_dense"] == n * 4 * d
-        # k uint16 indices + k float32 values per worker (+ two ~128-byte .npy headers)
-        assert 0 <= c["payload_up"] - n * 6 * k <= n * 2 * 160
-        assert p["payload_up"] / c["payload_up"] >= 4 * d / (6 * k + 2 * 160)  # ~4/(6 ratio)
+        # k uint16 indices + k float32 values per worker (+ counts, three ~128-byte headers)
+        assert 0 <= c["payload_up"] - n * 6 * k <= n * 3 * 160
+        assert p["payload_up"] / c["payload_up"] >= 4 * d / (6 * k + 3 * 160)  # ~4/(6 ratio)
         assert c["payload_down"] == p["payload_down"]  # downloads are untouched
         assert abs(c["bytes_down"] - p["bytes_down"]) <= 10 * n  # only the config differs
         assert p["bytes_up"] / c["bytes_up"] > (5 if ratio == 0.1 else 15)

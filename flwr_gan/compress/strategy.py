@@ -38,7 +38,7 @@ from flwr.supercore import log
 
 from flwr_gan.compress.adacomp import VALUE_DTYPES, count_selected
 from flwr_gan.compress.mod import ERROR_CODE, KEY_COMPRESS, KEY_DTYPE, KEY_RATIO, float_arrays
-from flwr_gan.compress.wire import MalformedPayload, decode, is_compressed
+from flwr_gan.compress.wire import MalformedPayload, decode, is_compressed, split
 from flwr_gan.runtime.telemetry import content_nbytes
 
 WIRE_BYTES = "wire-bytes"
@@ -61,19 +61,18 @@ def decode_arrays(arrays: ArrayRecord, reference: ArrayRecord, *, what: str) -> 
         non-float array is missing.
     """
     base = float_arrays(reference)
-    sparse_keys = [k for k in arrays.keys() if k.endswith(("#i", "#v"))]
-    sparse = ArrayRecord({k: arrays[k] for k in sparse_keys})
+    sparse, dense = split(arrays)
     layers = decode(sparse, {k: v.shape for k, v in base.items()}, what=what)
     out: dict[str, Array] = {}
     for key in reference.keys():
         if key in base:
             out[key] = Array((base[key].astype(np.float32) + layers[key].dense())
                              .astype(base[key].dtype))
-        elif key in arrays:
-            out[key] = arrays[key]
+        elif key in dense:
+            out[key] = dense[key]
         else:
             raise MalformedPayload(f"{what}: array {key!r} is missing")
-    extra = set(arrays.keys()) - set(sparse_keys) - set(reference.keys())
+    extra = set(dense.keys()) - set(reference.keys())
     if extra:
         raise MalformedPayload(f"{what}: unexpected arrays {sorted(extra)[:3]}")
     return ArrayRecord(out)

@@ -40,7 +40,7 @@ from torch import nn
 
 from flwr_gan.compress.adacomp import compress
 from flwr_gan.compress.mod import float_arrays
-from flwr_gan.compress.wire import INDEX_SUFFIX, VALUE_SUFFIX, decode, encode, is_compressed
+from flwr_gan.compress.wire import decode, encode, is_compressed, split
 from flwr_gan.runtime.records import (
     DISCRIMINATOR,
     GENERATOR,
@@ -117,14 +117,12 @@ def decode_upload(record: ArrayRecord, ref: Mapping[str, np.ndarray], *,
     flwr_gan.compress.wire.MalformedPayload
         If the sparse part does not decode against ``ref``'s shapes.
     """
-    sparse_keys = [k for k in record.keys() if k.endswith((INDEX_SUFFIX, VALUE_SUFFIX))]
-    sent = decode(ArrayRecord({k: record[k] for k in sparse_keys}),
-                  {k: v.shape for k, v in ref.items()}, what=what)
+    sparse, dense = split(record)
+    sent = decode(sparse, {k: v.shape for k, v in ref.items()}, what=what)
     new_ref = {k: ref[k] + sent[k].dense() for k in ref}
     full = ArrayRecord({k: Array(v) for k, v in new_ref.items()})
-    for key in record.keys():
-        if key not in sparse_keys:
-            full[key] = record[key]
+    for key in dense.keys():
+        full[key] = dense[key]
     return full, new_ref
 
 

@@ -74,8 +74,8 @@ def feedback_record(feedback: np.ndarray, config: Mapping[str, Any]) -> ArrayRec
     """Return the ArrayRecord a worker uploads for ``feedback``.
 
     Dense (one array ``feedback``) unless ``config`` asks for AdaComp; then the
-    sparse encoding of the top ``ratio`` entries (``feedback#i``,
-    ``feedback#v``), no residual kept (see the module). Feedback holding NaN /
+    sparse encoding of the top ``ratio`` entries (``adacomp#`` arrays of
+    :mod:`flwr_gan.compress.wire`), no residual kept (see the module). Feedback holding NaN /
     inf cannot be compressed: it travels dense, so the server rejects it with
     the usual reason instead of the worker failing.
     """
