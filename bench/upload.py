@@ -6,6 +6,8 @@ the same seed) with one upload setting changed:
 
 * ``none``: the baseline (dense float32 G + D);
 * ``adacomp-*``: AdaComp at three levels (fraction of each layer sent, value dtype);
+* ``freq-*``: the same job on 10 devices (2 a round), so that a device's
+  AdaComp residual is sent when it returns a few rounds later;
 * ``sync-generator`` / ``sync-discriminator``: partial synchronisation;
 * ``dp-*``: Flower's server-side fixed-clipping DP at two noise levels, against
   the same run without DP (all three with uniform weights, so the budget can be
@@ -42,6 +44,12 @@ GROUPS: dict[str, dict[str, list[str]]] = {
                              "--compress-dtype", "float16"],
         "adacomp-0.001-f16": ["--compress", "adacomp", "--compress-ratio", "0.001",
                               "--compress-dtype", "float16"],
+    },
+    "frequent": {  # the same 2 devices a round, but of 10: each returns every ~5 rounds
+        "freq-none": ["--num-clients", "10", "--fraction", "0.2"],
+        "freq-adacomp-0.01-f16": ["--num-clients", "10", "--fraction", "0.2", "--compress",
+                                  "adacomp", "--compress-ratio", "0.01",
+                                  "--compress-dtype", "float16"],
     },
     "sync": {
         "sync-generator": ["--sync", "generator"],
