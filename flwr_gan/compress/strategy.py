@@ -40,6 +40,7 @@ from flwr_gan.compress.adacomp import VALUE_DTYPES, count_selected
 from flwr_gan.compress.mod import ERROR_CODE, KEY_COMPRESS, KEY_DTYPE, KEY_RATIO, float_arrays
 from flwr_gan.compress.wire import MalformedPayload, decode, is_compressed, split
 from flwr_gan.runtime.telemetry import content_nbytes
+from flwr_gan.strategy.wrapper import WrapperStrategy
 
 WIRE_BYTES = "wire-bytes"
 
@@ -78,7 +79,7 @@ def decode_arrays(arrays: ArrayRecord, reference: ArrayRecord, *, what: str) -> 
     return ArrayRecord(out)
 
 
-class AdaComp(Strategy):
+class AdaComp(WrapperStrategy):
     """Wrap ``strategy`` so that devices upload AdaComp-compressed updates.
 
     Parameters
@@ -96,24 +97,17 @@ class AdaComp(Strategy):
 
     def __init__(self, strategy: Strategy, ratio: float = 0.01, value_dtype: str = "float32",
                  on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
-        super().__init__()
+        super().__init__(strategy)
         count_selected(1, ratio)  # validates the ratio
         if value_dtype not in VALUE_DTYPES:
             raise ValueError(f"value_dtype must be one of {sorted(VALUE_DTYPES)}, got "
                              f"{value_dtype!r}")
-        self.strategy = strategy
         self.ratio = float(ratio)
         self.value_dtype = value_dtype
         self.on_round = on_round
         self._reference: ArrayRecord | None = None
         #: One dict per aggregated round: wire and dense bytes up, rejected nodes.
         self.telemetry: list[dict[str, Any]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        """Read anything else from the wrapped strategy (its ``history``, ``rounds_done``)."""
-        if name.startswith("_") or "strategy" not in self.__dict__:
-            raise AttributeError(name)
-        return getattr(self.__dict__["strategy"], name)
 
     def summary(self) -> None:
         """Log the wrapper, then the wrapped strategy."""
@@ -170,16 +164,6 @@ class AdaComp(Strategy):
         for key, arrays in list(reply.content.array_records.items()):
             if is_compressed(arrays):
                 reply.content[key] = decode_arrays(arrays, self._reference, what=what)
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        """Delegate to the wrapped strategy."""
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
-                           ) -> MetricRecord | None:
-        """Delegate to the wrapped strategy."""
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
 
 __all__ = ["WIRE_BYTES", "AdaComp", "as_error", "decode_arrays"]

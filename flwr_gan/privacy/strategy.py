@@ -52,6 +52,7 @@ from flwr_gan.privacy.mods import KEY_DP_CLIPPING, integer_keys
 from flwr_gan.privacy.settings import DPSettings
 from flwr_gan.runtime.records import InvalidUpdateError
 from flwr_gan.strategy.aggregate import check_update
+from flwr_gan.strategy.wrapper import WrapperStrategy
 
 ADAPTIVE = (DifferentialPrivacyServerSideAdaptiveClipping,
             DifferentialPrivacyClientSideAdaptiveClipping)
@@ -111,7 +112,7 @@ def dp_wrapper(strategy: Strategy, dp_settings: DPSettings, num_sampled_clients:
     raise ValueError(f"no DP wrapper for dp={mode!r}")
 
 
-class DPGuard(Strategy):
+class DPGuard(WrapperStrategy):
     """Adapt GAN-federation replies to one of Flower's DP wrappers (see the module doc).
 
     Parameters
@@ -121,8 +122,7 @@ class DPGuard(Strategy):
     """
 
     def __init__(self, dp: Strategy) -> None:
-        super().__init__()
-        self.strategy = dp
+        super().__init__(dp)
         #: The ``--dp`` mode of the wrapper (``server-fixed``, ...).
         self.mode = MODES[type(dp)] if type(dp) in MODES else type(dp).__name__
         self._reference: ArrayRecord | None = None
@@ -130,23 +130,10 @@ class DPGuard(Strategy):
         #: ``next_clipping_norm``, ``noise_std``, ``count_stddev``, ``excluded``.
         self.rounds: list[dict[str, Any]] = []
 
-    def __getattr__(self, name: str) -> Any:
-        """Read anything else from the wrapped strategies (DP wrapper, then FL-GAN)."""
-        inner = self.__dict__.get("strategy")
-        while inner is not None and not name.startswith("_"):
-            if hasattr(inner, name):
-                return getattr(inner, name)
-            inner = getattr(inner, "strategy", None)
-        raise AttributeError(name)
-
     @property
     def clipping_norm(self) -> float:
         """The DP wrapper's current clipping norm (the adaptive modes change it)."""
         return float(self.strategy.clipping_norm)  # type: ignore[attr-defined]
-
-    def summary(self) -> None:
-        """Log the DP wrapper and what it wraps."""
-        self.strategy.summary()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -225,16 +212,6 @@ class DPGuard(Strategy):
             k: Array(self._reference[k].numpy().astype(np.float64)) if k in found else arrays[k]
             for k in arrays.keys()})
         return found
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        """Delegate to the DP wrapper."""
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
-                           ) -> MetricRecord | None:
-        """Delegate to the DP wrapper."""
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
     def state_dict(self) -> dict[str, Any]:
         """Return the adaptive clipping norm (the only state Flower's wrappers keep)."""
