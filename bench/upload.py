@@ -63,6 +63,9 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "dp-server-fixed-0.01": ["--weighting", "none", "--no-load-weighting", "--dp",
                                  "server-fixed", "--noise-multiplier", "0.01",
                                  "--clipping-norm", "CLIP"],
+        "dp-server-fixed-1.0": ["--weighting", "none", "--no-load-weighting", "--dp",
+                                "server-fixed", "--noise-multiplier", "1.0",
+                                "--clipping-norm", "CLIP"],
     },
 }
 
@@ -128,8 +131,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for r in ok:
-        factor = base["bytes_up"] / r["bytes_up"]
-        ax.scatter(factor, r["fid_last3"], s=40)
+        if "fid_last3" not in r or r["name"].startswith("dp-"):  # DP leaves bytes alone
+            continue
+        freq = r["name"].startswith("freq")
+        ref = next((x for x in ok if x["name"] == "freq-none"), base) if freq else base
+        factor = ref["bytes_up"] / r["bytes_up"]
+        ax.scatter(factor, r["fid_last3"], s=40, marker="s" if freq else "o")
         ax.annotate(r["name"], (factor, r["fid_last3"]), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
     ax.axhline(base["fid_last3"] * 1.1, ls="--", lw=0.8, c="grey", label="baseline FID +10%")
@@ -137,7 +144,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("upload reduction vs dense G+D (x, log)")
     ax.set_ylabel(f"FID, mean of the last 3 evaluations (to round {base['rounds']})")
-    ax.set_title("FeGAN, 176 devices, non-iid MNIST: what uploads cost in FID", fontsize=9)
+    ax.set_title("FeGAN, non-iid MNIST, 2 devices a round: what uploads cost in FID\n"
+                 "(circles: of 176 devices; squares: of 10)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
