@@ -353,6 +353,11 @@ class Settings:
             raise ConfigError(f"--dp {self.get('dp')} with --compress {self.get('compress')} "
                               "has no privacy guarantee (the compression residual is not "
                               "clipped): use a server-side --dp mode, or --compress none")
+        if (self.has("sync") and self.get("sync") == "discriminator" and self.has("resume")
+                and self.get("resume")):
+            raise ConfigError("--resume does not support --sync discriminator: the generators "
+                              "lived on the devices and a restarted run has lost them; start a "
+                              "new run")
         if self.has("resume") and self.get("resume") and self.get("overwrite"):
             raise ConfigError("--resume and --overwrite exclude each other: --resume continues "
                               "the run in --out, --overwrite replaces it")

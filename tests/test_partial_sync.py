@@ -304,3 +304,13 @@ def test_adacomp_compresses_only_the_synced_network(tmp_path, monkeypatch):
     assert 2 * 4 * count_parameters(disc) < record["bytes_up_dense"] \
         < 2.1 * 4 * count_parameters(disc)
     assert record["compression"] > 5
+
+
+def test_resume_with_discriminator_only_is_a_usage_error_before_ray(tmp_path, capsys):
+    from flwr_gan.cli import main
+
+    assert main(["simulate", "--algorithm", "fegan", "--sync", "discriminator", "--resume",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--resume does not support --sync discriminator" in err
+    assert len(err.strip().splitlines()) == 1
