@@ -191,10 +191,5 @@ def staleness_scale(updates_since: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + counts.astype(np.float32))).astype(np.float32)
 
 
-def upload_ratio(dense_bytes: int, sent_bytes: int) -> float:
-    """Return ``dense_bytes / sent_bytes`` (the reduction factor; inf if nothing was sent)."""
-    return float(dense_bytes) / sent_bytes if sent_bytes else math.inf
-
-
 __all__ = ["VALUE_DTYPES", "Sparse", "compress", "compress_layer", "count_selected",
-           "decompress", "index_dtype", "select", "staleness_scale", "upload_ratio"]
+           "decompress", "index_dtype", "select", "staleness_scale"]

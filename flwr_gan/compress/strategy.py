@@ -26,7 +26,7 @@ pipelined mode).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import Any
 
@@ -90,13 +90,10 @@ class AdaComp(WrapperStrategy):
         Fraction of each layer's entries a device sends, in (0, 1].
     value_dtype : {"float32", "float16"}
         Dtype of the sent values.
-    on_round : callable, optional
-        Called after each aggregation with this round's telemetry (``bytes_up``,
-        ``bytes_up_dense``, ``compression``, ``rejected``).
     """
 
-    def __init__(self, strategy: Strategy, ratio: float = 0.01, value_dtype: str = "float32",
-                 on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, strategy: Strategy, ratio: float = 0.01,
+                 value_dtype: str = "float32") -> None:
         super().__init__(strategy)
         count_selected(1, ratio)  # validates the ratio
         if value_dtype not in VALUE_DTYPES:
@@ -104,7 +101,6 @@ class AdaComp(WrapperStrategy):
                              f"{value_dtype!r}")
         self.ratio = float(ratio)
         self.value_dtype = value_dtype
-        self.on_round = on_round
         self._reference: ArrayRecord | None = None
         #: One dict per aggregated round: wire and dense bytes up, rejected nodes.
         self.telemetry: list[dict[str, Any]] = []
@@ -152,8 +148,6 @@ class AdaComp(WrapperStrategy):
                   "compression": dense / wire if wire else None,
                   "rejected": {str(k): v for k, v in rejected.items()}}
         self.telemetry.append(record)
-        if self.on_round is not None:
-            self.on_round(record)
         if metrics is not None:
             metrics["bytes-up-dense"] = dense
         return arrays, metrics

@@ -74,11 +74,6 @@ def encode(sent: Mapping[str, Sparse]) -> ArrayRecord:
     return ArrayRecord(out)
 
 
-def payload_nbytes(sent: Mapping[str, Sparse]) -> int:
-    """Bytes of indices and values alone (without the record's framing)."""
-    return sum(s.nbytes for s in sent.values())
-
-
 def decode(arrays: ArrayRecord, shapes: Mapping[str, tuple[int, ...]], *,
            what: str = "upload") -> dict[str, Sparse]:
     """Decode and check a compressed ArrayRecord against the expected layer shapes.
@@ -169,4 +164,4 @@ def _decode_layer(indices: np.ndarray, values: np.ndarray, shape: tuple[int, ...
 
 
 __all__ = ["COUNTS", "INDEX_KEYS", "PREFIX", "VALUES", "MalformedPayload", "decode", "encode",
-           "is_compressed", "payload_nbytes", "split"]
+           "is_compressed", "split"]

@@ -275,6 +275,20 @@ def build_models(
     return Generator(g_body, zdim, shape), Discriminator(d_body, shape)
 
 
+def seeded_models(
+    preset: str, image_shape: tuple[int, ...], latent_dim: int | None, seed: int
+) -> tuple[Generator, Discriminator]:
+    """Build the run's initial pair: :func:`build_models` after ``torch.manual_seed(seed)``.
+
+    Devices that must start from the server's weights without receiving them
+    (gossip peers, a partial-sync device's local network) build them with this.
+    The caller's torch random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_models(preset, image_shape, latent_dim)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Return the number of trainable parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -23,13 +23,12 @@ import copy
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
 
 from flwr_gan.compress.settings import SYNCS
-from flwr_gan.core.models import build_models
+from flwr_gan.core.models import seeded_models
 from flwr_gan.runtime.nodestate import array_record, load_module_arrays, module_arrays
 from flwr_gan.runtime.records import DISCRIMINATOR, GENERATOR, InvalidUpdateError, load_arrays
 from flwr_gan.runtime.telemetry import content_nbytes
@@ -94,9 +93,7 @@ def initial_models(model: str, shape: tuple[int, ...], latent_dim: int | None,
 
     The caller's torch random state is left as it was.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen, disc = build_models(model, shape, latent_dim)
+    gen, disc = seeded_models(model, shape, latent_dim, seed)
     return {GENERATOR: gen, DISCRIMINATOR: disc}
 
 

@@ -63,19 +63,13 @@ def link_of(settings: Settings) -> LinkModel:
     return LinkModel(fed.bandwidth_gbps * 1e9, fed.latency_ms / 1e3)
 
 
-def sync_of(settings: Settings) -> str:
-    """Return the run's ``--sync`` mode (``both`` for settings without the knob)."""
-    partial = getattr(settings, "partial", None)
-    return str(getattr(partial, "sync", "both"))
-
-
 def train_config(settings: Settings) -> ConfigRecord:
     """Return the ConfigRecord every train message carries (model and optimizer).
 
     A partially synchronised run adds ``sync`` (the network that travels).
     """
     s = settings
-    sync = {SYNC_KEY: sync_of(s)} if sync_of(s) != "both" else {}
+    sync = {SYNC_KEY: s.partial.sync} if s.partial.sync != "both" else {}
     return ConfigRecord(sync | {
         "model": s.model.model, "loss": s.model.resolved_loss(),
         "latent-dim": s.model.latent_dim, "lr-g": s.train.lr_g, "lr-d": s.train.lr_d,
@@ -126,7 +120,7 @@ def wrap_strategy(settings: Settings, strategy: FLGAN) -> Strategy:
     compresses last (outside the clipping mods).
     """
     outer: Strategy = strategy
-    if _dp_mode(settings) != "none":
+    if settings.privacy.dp != "none":
         fl = settings.fl
         sampled = round_size(fl.fraction, settings.federation.num_clients, fl.min_nodes)
         outer = DPGuard(dp_wrapper(outer, settings.privacy, sampled))
@@ -148,13 +142,13 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
         If the checkpoint being resumed holds a malformed strategy state.
     """
     s: Settings = exp.settings
-    sync = sync_of(s)
+    sync = s.partial.sync
     if sync == "discriminator" and exp.checkpoint is not None:
         raise ConfigError("--resume does not support --sync discriminator: the generators "
                           "lived on the devices and a restarted run has lost them; start a "
                           "new run")
     torch.manual_seed(s.run.seed)
-    if _dp_mode(s) != "none":  # Flower's DP wrappers draw their noise from numpy's global RNG
+    if s.privacy.dp != "none":  # Flower's DP wrappers draw their noise from numpy's global RNG
         np.random.seed(s.run.seed)  # noqa: NPY002 - seeded for reproducible runs
     gen, disc = build_models(s.model.model, exp.image_shape, s.model.latent_dim or None)
     num_nodes = s.federation.num_clients
@@ -162,8 +156,7 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
                              kl_reference=[int(c) for c in exp.train.class_counts()])
     outer = wrap_strategy(s, strategy)
     guard = find_guard(outer)
-    ledger = None if guard is None else make_ledger(
-        s.privacy, num_nodes, compressed=s.compression.compress != "none")
+    ledger = None if guard is None else make_ledger(s.privacy, num_nodes)
     exp.resolved |= {"num_nodes": num_nodes, "strategy": type(strategy).__name__}
     models = {GENERATOR: gen, DISCRIMINATOR: disc}
     synced = {name: models[name] for name in synced_networks(sync)}
@@ -181,9 +174,9 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"checkpoint {exp.out}: bad FL state ({err})") from err
         log.info("Resuming from %s at round %d", exp.out, exp.start)
-    if sync == "discriminator" and exp.evaluating and _dp_mode(s) != "none":
+    if sync == "discriminator" and exp.evaluating and s.privacy.dp != "none":
         log.warning("--sync discriminator --dp %s: evaluation fetches the devices' own "
-                    "generators, outside the DP guarantee (docs/partial-sync.md)", _dp_mode(s))
+                    "generators, outside the DP guarantee (docs/partial-sync.md)", s.privacy.dp)
     exp.open()
 
     def evaluate(r: int, current: ArrayRecord) -> dict[str, Any]:
@@ -255,8 +248,3 @@ def _privacy_record(record: dict[str, Any], guard: DPGuard, ledger: Any, strateg
         out["failed"] = dict(record.get("failed", {})) | {
             strategy.device_name(nid): reason for nid, reason in excluded.items()}
     return out
-
-
-def _dp_mode(settings: Settings) -> str:
-    """Return the run's ``--dp`` mode (``none`` for settings without the knob)."""
-    return str(getattr(getattr(settings, "privacy", None), "dp", "none"))

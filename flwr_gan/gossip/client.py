@@ -46,7 +46,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from flwr_gan.core.models import build_models
+from flwr_gan.core.models import seeded_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig, TrainStats, infinite_batches
 from flwr_gan.data.node import DataConfig, device_key, message_data_config, node_images
 from flwr_gan.gossip.compression import worker_uploads
@@ -109,9 +109,7 @@ def stream_seed(seed: int, key: str, round_: int, what: str) -> int:
 def _initial(model: str, shape: tuple[int, ...], latent_dim: int | None,
              seed: int) -> tuple[nn.Module, nn.Module]:
     """Build (memoised per process; only ever deep-copied) the run's initial G and D."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_models(model, shape, latent_dim)
+    return seeded_models(model, shape, latent_dim, seed)
 
 
 def initial_models(model: str, shape: tuple[int, ...], latent_dim: int | None,

@@ -51,12 +51,9 @@ class PrivacyLedger:
         The delta at which epsilon is reported.
     population : int
         Devices in the federation (the accountant's population size).
-    void : str, optional
-        Why no budget can be reported for this run at all (then
-        :meth:`epsilon` is always ``None`` and :attr:`void` says why).
     """
 
-    def __init__(self, delta: float, population: int, *, void: str | None = None) -> None:
+    def __init__(self, delta: float, population: int) -> None:
         self.delta = float(delta)
         self.population = int(population)
         self.config = PrivacyConfig(
@@ -68,7 +65,7 @@ class PrivacyLedger:
         #: Rounds whose aggregate was released (and accounted).
         self.releases = 0
         #: Why the budget is no longer reported (``None`` while it is).
-        self.void = void
+        self.void: str | None = None
 
     def release(self, *, noise_std: float, clipping_norm: float, weights: list[float],
                 count_stddev: float | None = None) -> float | None:

@@ -267,20 +267,13 @@ def find_guard(strategy: Strategy) -> DPGuard | None:
 
 
 
-def make_ledger(dp_settings: DPSettings, population: int, *, compressed: bool = False
-                ) -> PrivacyLedger:
-    """Return the budget ledger of a DP run (void where no budget can be claimed).
+def make_ledger(dp_settings: DPSettings, population: int) -> PrivacyLedger:
+    """Return the budget ledger of a DP run.
 
-    With client-side clipping and AdaComp the device compresses the clipped
-    update *plus its error-feedback residual*, so what reaches the server is
-    not norm-bounded by the clipping norm: no budget is reported then
-    (server-side clipping clips the decoded uploads and keeps its budget).
+    (Client-side clipping with AdaComp, whose residual the clip does not bound,
+    is refused by the settings, so every run it is called for can be accounted.)
     """
-    void = None
-    if compressed and dp_settings.dp.startswith("client"):
-        void = ("--compress adacomp with client-side clipping: the upload is the clipped "
-                "update plus AdaComp's residual, not bounded by the clipping norm")
-    return PrivacyLedger(dp_settings.dp_delta, population, void=void)
+    return PrivacyLedger(dp_settings.dp_delta, population)
 
 
 def account_round(guard: DPGuard, ledger: PrivacyLedger, weights: list[float]
