@@ -25,8 +25,8 @@ to that peer asks for a dense upload of that network (``upload-resync``) and
 both sides restart from it.
 
 Settings travel under ``upload-*`` config keys, never under ``compress``
-(:func:`flwr_gan.compress.mod.adacomp_mod` acts on ``train`` messages whose
-config says ``compress = "adacomp"``).
+(the key :func:`flwr_gan.compress.mod.adacomp_mod` reads on plain ``train``
+messages; gossip's steps are ``train.gossip_step``).
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ Staleness modulation (pipelined mode): feedback computed on a batch generated
 part of ``--compress adacomp``; plain runs keep the paper's unscaled feedback.
 
 The settings travel to the workers under ``fb-*`` config keys, never under
-``compress``: :func:`flwr_gan.compress.mod.adacomp_mod` acts on every ``train``
-message whose config says ``compress = "adacomp"``, and must leave MD-GAN's
-steps alone.
+``compress``, the key :func:`flwr_gan.compress.mod.adacomp_mod` reads (it acts
+only on plain ``train`` messages, so MD-GAN's steps are outside it anyway; the
+distinct keys keep it so).
 """
 
 from __future__ import annotations
