@@ -33,7 +33,7 @@ from flwr_gan.config import (
     label,
 )
 from flwr_gan.data.node import DataConfig
-from flwr_gan.fl.settings import FeGANSettings, FLSettings
+from flwr_gan.fl.settings import FailureSettings, FeGANSettings, FLSettings, RobustSettings
 from flwr_gan.gossip.settings import GossipSettings
 from flwr_gan.mdgan.settings import MDGANSettings
 from flwr_gan.privacy.settings import DPSettings
@@ -45,6 +45,8 @@ _FEDERATED: dict[str, type] = _COMMON | {"federation": FederationSettings}
 #: What devices upload, and how (FL-GAN and FeGAN have all three).
 _UPLOAD: dict[str, type] = {"compression": CompressSettings, "partial": SyncSettings,
                             "privacy": DPSettings}
+#: Validation, robust aggregation and failure injection of FL-GAN / FeGAN (docs/robustness.md).
+_RELIABILITY: dict[str, type] = {"robust": RobustSettings, "failures": FailureSettings}
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,12 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
         "fegan", "FeGAN: balanced device sampling, KL weighting, load-aware FedAvg of G and D "
         "(defaults: the FeGAN paper's)",
         _FEDERATED | {"schedule": RoundSettings, "fl": FLSettings, "fegan": FeGANSettings}
-        | _UPLOAD,
+        | _UPLOAD | _RELIABILITY,
         _FL_DEFAULTS | {"out": "runs/fegan"}, "round", "rounds",
         "flwr_gan.fl.server:run_federated", "flwr_gan.fl.client:register_handlers"),
     Algorithm(
         "flgan", "FL-GAN: FedAvg of generator and discriminator",
-        _FEDERATED | {"schedule": RoundSettings, "fl": FLSettings} | _UPLOAD,
+        _FEDERATED | {"schedule": RoundSettings, "fl": FLSettings} | _UPLOAD | _RELIABILITY,
         _FL_DEFAULTS | {"out": "runs/flgan"}, "round", "rounds",
         "flwr_gan.fl.server:run_federated", "flwr_gan.fl.client:register_handlers"),
     Algorithm(

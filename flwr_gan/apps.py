@@ -24,6 +24,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr_gan.algorithms import device_handlers, get_algorithm
 from flwr_gan.compress.mod import adacomp_mod
 from flwr_gan.config import ConfigValue
+from flwr_gan.fl.failures import failure_mod
 from flwr_gan.privacy.mods import dp_adaptiveclipping_mod, dp_fixedclipping_mod
 from flwr_gan.runtime.experiment import prepare
 
@@ -63,9 +64,10 @@ def device_app(run_config: Mapping[str, ConfigValue] | None = None) -> ClientApp
     """
     mods: list[Mod] = [fixed_run_config(run_config)] if run_config is not None else []
     # Outermost first: the run config, then AdaComp, which compresses what the
-    # handler and the clipping mods produced, then Flower's DP clipping mods
-    # (docs/privacy.md), which clip the handler's update; all act only when asked to.
-    mods += [adacomp_mod, dp_fixedclipping_mod, dp_adaptiveclipping_mod]
+    # handler and the clipping mods produced, then failure / attack injection (a
+    # hostile device skips clipping), then Flower's DP clipping mods (docs/privacy.md),
+    # which clip the handler's update; all act only when asked to.
+    mods += [adacomp_mod, failure_mod, dp_fixedclipping_mod, dp_adaptiveclipping_mod]
     app = ClientApp(mods=mods)
     for register in device_handlers():
         register(app)

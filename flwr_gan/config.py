@@ -358,9 +358,29 @@ class Settings:
             raise ConfigError("--resume does not support --sync discriminator: the generators "
                               "lived on the devices and a restarted run has lost them; start a "
                               "new run")
+        if self.has("aggregator"):
+            self._check_round_size()
         if self.has("resume") and self.get("resume") and self.get("overwrite"):
             raise ConfigError("--resume and --overwrite exclude each other: --resume continues "
                               "the run in --out, --overwrite replaces it")
+
+    def _check_round_size(self) -> None:
+        """Check that a round samples as many devices as the aggregation needs updates."""
+        from flwr_gan.strategy.robust import RobustAggregation
+        from flwr_gan.strategy.sampling import round_size
+
+        method = RobustAggregation(str(self.get("aggregator")), float(self.get("trim_beta")),
+                                   int(self.get("num_malicious")), int(self.get("krum_select")))
+        needed = max(int(self.get("min_replies")), method.replies_needed())
+        size = round_size(float(self.get("fraction")), int(self.get("num_clients")),
+                          int(self.get("min_nodes")))
+        if size < needed:
+            why = (f"--aggregator {method.method} with --num-malicious {method.num_malicious}"
+                   if method.robust and method.replies_needed() == needed
+                   else f"--min-replies {needed}")
+            raise ConfigError(f"{why} needs {needed} valid updates per round, but a round "
+                              f"samples {size} devices (--fraction x --num-clients, at least "
+                              f"--min-nodes): set --min-nodes {needed} or more")
 
     def to_dict(self) -> dict[str, ConfigValue]:
         """Every knob as ``field_name -> value`` (the resolved ``config.json`` keys)."""

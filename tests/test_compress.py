@@ -232,7 +232,8 @@ def test_a_forged_upload_is_excluded_and_reported_never_averaged(monkeypatch):
     strategy = AdaComp(inner, ratio=0.1)
     out = _start(strategy, grid, rounds=1)["w"].numpy().reshape(-1)
     rec = inner.history[-1]
-    assert list(rec["failed"]) == ["node-102"] and "below 400" in rec["failed"]["node-102"]
+    assert rec["failed"] == {} and list(rec["rejected"]) == ["node-102"]
+    assert "below 400" in rec["rejected"]["node-102"]
     assert rec["nodes"] == ["node-101"]
     assert np.isfinite(out).all() and out[:360].sum() == 0
     # FLGAN counts what arrived on the wire (not the decoded model) for the valid

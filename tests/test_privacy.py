@@ -125,9 +125,11 @@ def test_adaptive_gate_clips_and_reports_the_norm_bit():
 def test_the_device_app_registers_the_gated_mods_after_adacomp():
     from flwr_gan.apps import device_app
     from flwr_gan.compress.mod import adacomp_mod
+    from flwr_gan.fl.failures import failure_mod
 
     mods = device_app()._mods  # noqa: SLF001 - the registration order is the contract
-    assert mods[-3:] == [adacomp_mod, dp_fixedclipping_mod, dp_adaptiveclipping_mod]
+    assert mods[-4:] == [adacomp_mod, failure_mod, dp_fixedclipping_mod,
+                         dp_adaptiveclipping_mod]
 
 
 # ---------------------------------------------------------------- accountant

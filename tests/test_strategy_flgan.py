@@ -107,9 +107,10 @@ def test_bad_updates_are_excluded_and_reported():
     rec = strategy.history[0]
     assert sorted(ids(rec["nodes"])) == [101, 104]
     assert set(ids(rec["intended"])) == {101, 102, 103, 104, 105}
-    assert "NaN" in ids(rec["failed"])[102] and "shape" in ids(rec["failed"])[103]
-    assert "no reply" in ids(rec["failed"])[105]
-    assert result.train_metrics_clientapp[1]["num-failed"] == 3
+    assert "NaN" in ids(rec["rejected"])[102] and "shape" in ids(rec["rejected"])[103]
+    assert list(ids(rec["failed"])) == [105] and "no reply" in ids(rec["failed"])[105]
+    assert result.train_metrics_clientapp[1]["num-failed"] == 1
+    assert result.train_metrics_clientapp[1]["num-rejected"] == 2
 
 
 def test_error_replies_and_a_round_with_no_valid_update_keep_the_model():

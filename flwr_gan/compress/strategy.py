@@ -39,6 +39,7 @@ from flwr.supercore import log
 from flwr_gan.compress.adacomp import VALUE_DTYPES, count_selected
 from flwr_gan.compress.mod import ERROR_CODE, KEY_COMPRESS, KEY_DTYPE, KEY_RATIO, float_arrays
 from flwr_gan.compress.wire import MalformedPayload, decode, is_compressed, split
+from flwr_gan.runtime.records import REJECTED_PREFIX
 from flwr_gan.runtime.telemetry import content_nbytes
 from flwr_gan.strategy.wrapper import WrapperStrategy
 
@@ -138,7 +139,7 @@ class AdaComp(WrapperStrategy):
                 rejected[nid] = str(err)
                 log(WARNING, "Round %d: AdaComp upload of node %d rejected: %s",
                     server_round, nid, err)
-                as_error(reply, str(err))
+                as_error(reply, REJECTED_PREFIX + str(err))
                 continue
             dense += content_nbytes(reply.content)
             for reply_metrics in reply.content.metric_records.values():

@@ -33,6 +33,7 @@ from flwr.serverapp.strategy import Strategy
 from flwr_gan.compress.strategy import AdaComp
 from flwr_gan.config import ConfigError, Settings
 from flwr_gan.core.models import build_models
+from flwr_gan.fl.failures import injection_config
 from flwr_gan.fl.partial import SYNC_KEY, fetch_generators, synced_networks, trained_nodes
 from flwr_gan.privacy.strategy import (
     DPGuard,
@@ -46,6 +47,7 @@ from flwr_gan.runtime.experiment import Experiment
 from flwr_gan.runtime.records import (
     DISCRIMINATOR,
     GENERATOR,
+    REJECTED_PREFIX,
     load_arrays,
     models_to_arrays,
     validate_arrays,
@@ -70,6 +72,8 @@ def train_config(settings: Settings) -> ConfigRecord:
     """
     s = settings
     sync = {SYNC_KEY: s.partial.sync} if s.partial.sync != "both" else {}
+    fail = s.failures
+    sync |= injection_config(fail.fail_prob, fail.fail_mode, fail.attack, s.federation.timeout)
     return ConfigRecord(sync | {
         "model": s.model.model, "loss": s.model.resolved_loss(),
         "latent-dim": s.model.latent_dim, "lr-g": s.train.lr_g, "lr-d": s.train.lr_d,
@@ -100,7 +104,9 @@ def make_strategy(settings: Settings, *, num_nodes: int, num_classes: int,
         "min_available_nodes": num_nodes, "local_steps": s.schedule.local_steps,
         "batch_size": s.train.batch_size, "num_classes": num_classes, "link": link_of(s),
         "metadata_timeout": s.federation.timeout, "seed": s.run.seed,
-        "kl_reference": kl_reference,
+        "kl_reference": kl_reference, "aggregation": s.robust.method(),
+        "min_replies": s.robust.min_replies, "max_update_norm": s.robust.max_update_norm,
+        "wait_timeout": s.robust.stall_timeout or None,
     }
     if s.algorithm == "fegan":
         fe = s.fegan
@@ -240,11 +246,19 @@ def _privacy_record(record: dict[str, Any], guard: DPGuard, ledger: Any, strateg
                     ) -> dict[str, Any]:
     """Return ``record`` with the round's DP fields (``dp_epsilon``, ``clipping_norm``, ...).
 
-    Updates the guard excluded before DP appear in ``failed`` with their reason.
+    Replies the guard excluded before DP never reached the strategy (which
+    counted them as missing): error replies appear in ``failed``, invalid
+    updates in ``rejected``, each with its reason.
     """
     out = record | account_round(guard, ledger, list(record.get("weights", [])))
     excluded = guard.rounds[-1]["excluded"] if guard.rounds else {}
-    if excluded:
-        out["failed"] = dict(record.get("failed", {})) | {
-            strategy.device_name(nid): reason for nid, reason in excluded.items()}
-    return out
+    failed = dict(record.get("failed", {}))
+    rejected = dict(record.get("rejected", {}))
+    for nid, reason in excluded.items():
+        key = strategy.device_name(nid)
+        if reason.startswith("error: ") and not reason.startswith("error: " + REJECTED_PREFIX):
+            failed[key] = reason
+        else:
+            failed.pop(key, None)
+            rejected[key] = reason.removeprefix("error: ").removeprefix(REJECTED_PREFIX)
+    return out | {"failed": failed, "rejected": rejected}

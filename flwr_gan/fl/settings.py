@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flwr_gan.config import knob
+from flwr_gan.fl.failures import FAIL_MODES, parse_attacks
 from flwr_gan.strategy.fegan import SAMPLINGS
+from flwr_gan.strategy.robust import METHODS, RobustAggregation
 from flwr_gan.strategy.weighting import SCHEMES
 
 
@@ -33,3 +35,42 @@ class FeGANSettings:
                                     "and E", gt=0, le=1)
     weak_fraction: float = knob(0.0, "emulated heterogeneity: fraction of devices reporting "
                                 "half the memory and compute", ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class RobustSettings:
+    """Validation and aggregation of the updates (docs/robustness.md)."""
+
+    aggregator: str = knob("fedavg", "fedavg (weighted average) or one of Flower's robust "
+                            "aggregators, which ignore per-device weights", choices=METHODS)
+    trim_beta: float = knob(0.2, "trimmed-mean: fraction cut from each end", ge=0, lt=0.5)
+    num_malicious: int = knob(0, "krum / multikrum / bulyan: hostile devices assumed (f)",
+                              ge=0)
+    krum_select: int = knob(0, "multikrum: updates averaged after selection (0: n - f)", ge=0)
+    min_replies: int = knob(1, "valid updates a round needs, else the model is kept", ge=1)
+    max_update_norm: float = knob(0.0, "reject an update farther than this (L2) from the "
+                                  "global model (0: off)", ge=0)
+    stall_timeout: float = knob(600.0, "seconds to wait for --num-clients devices to connect "
+                                "before stopping with an error (0: forever)", ge=0)
+
+    def method(self) -> RobustAggregation:
+        """Return the aggregation these settings describe."""
+        return RobustAggregation(self.aggregator, self.trim_beta, self.num_malicious,
+                                 self.krum_select)
+
+
+@dataclass(frozen=True)
+class FailureSettings:
+    """Failure and attack injection for tests and experiments (docs/robustness.md)."""
+
+    fail_prob: float = knob(0.0, "probability that a sampled device fails its round "
+                            "(decided by seed, round and device key)", ge=0, le=1)
+    fail_mode: str = knob("error", "how an injected failure shows: error (the device "
+                          "raises) or timeout (it answers after --timeout)",
+                          choices=FAIL_MODES)
+    attack: str = knob("", "hostile devices, e.g. 'partition-0=nan,partition-1=shape,"
+                       "partition-2=scale': they send NaN, wrong shapes or x1000 updates")
+
+    def validate(self) -> None:
+        """Check ``attack`` (one line naming the bad entry)."""
+        parse_attacks(self.attack)

@@ -25,6 +25,11 @@ class InvalidUpdateError(ValueError):
     """A model update that must not be applied (malformed, NaN, wrong shape)."""
 
 
+#: Reason prefix of an error reply a server-side wrapper made of a reply it rejected
+#: (e.g. a malformed AdaComp upload): strategies report it under ``rejected``, not ``failed``.
+REJECTED_PREFIX = "rejected: "
+
+
 def models_to_arrays(models: Mapping[str, nn.Module]) -> ArrayRecord:
     """Pack several networks into one ArrayRecord with ``<name>.`` key prefixes.
 

@@ -13,9 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from flwr_gan.runtime.records import InvalidUpdateError
+from flwr_gan.runtime.telemetry import content_nbytes
+
+
+class StallError(RuntimeError):
+    """The run made no progress for longer than allowed (``--stall-timeout``)."""
 
 
 def check_update(reference: ArrayRecord, update: ArrayRecord, *, what: str) -> None:
@@ -70,3 +75,67 @@ def weighted_average(reference: ArrayRecord, updates: Sequence[ArrayRecord],
             acc = np.rint(acc)
         out[key] = Array(np.asarray(acc.astype(dtype)))
     return ArrayRecord(out)
+
+
+def update_norm(reference: ArrayRecord, update: ArrayRecord) -> float:
+    """Return the L2 norm of ``update - reference`` over all floating-point arrays."""
+    total = 0.0
+    for key, ref in reference.items():
+        r = ref.numpy()
+        if r.dtype.kind != "f":
+            continue
+        diff = update[key].numpy().astype(np.float64) - r.astype(np.float64)
+        total += float(np.sum(diff * diff))
+    return float(np.sqrt(total))
+
+
+def check_reply(what: str, content: RecordDict, reference: ArrayRecord | None,
+                weighted_by_key: str, max_norm: float = 0.0
+                ) -> tuple[ArrayRecord, MetricRecord]:
+    """Return a train reply's arrays and metrics, or raise :class:`InvalidUpdateError`.
+
+    A reply needs exactly one ArrayRecord and one MetricRecord, a positive
+    finite ``weighted_by_key``, arrays that fit ``reference``
+    (:func:`check_update`) and, when ``max_norm > 0``, an update whose L2
+    distance to ``reference`` is at most ``max_norm``.
+    """
+    if len(content.array_records) != 1 or len(content.metric_records) != 1:
+        raise InvalidUpdateError(
+            f"{what}: a reply needs exactly one ArrayRecord and one MetricRecord, got "
+            f"{len(content.array_records)} and {len(content.metric_records)}"
+        )
+    arrays = next(iter(content.array_records.values()))
+    metrics = next(iter(content.metric_records.values()))
+    weight = metrics.get(weighted_by_key)
+    if not isinstance(weight, (int, float)) or not np.isfinite(float(weight)) \
+            or float(weight) <= 0:
+        raise InvalidUpdateError(
+            f"{what}: MetricRecord needs a positive {weighted_by_key!r}, got {weight!r}")
+    if reference is not None:
+        check_update(reference, arrays, what=what)
+        if max_norm > 0:
+            norm = update_norm(reference, arrays)
+            if norm > max_norm:
+                raise InvalidUpdateError(
+                    f"{what}: update norm {norm:.4g} exceeds --max-update-norm {max_norm:g}")
+    return arrays, metrics
+
+
+def wire_nbytes(content: RecordDict) -> int:
+    """Return the bytes a reply took on the wire.
+
+    That is ``wire-bytes`` when a decoding wrapper
+    (:class:`flwr_gan.compress.strategy.AdaComp`) measured them before decoding,
+    else the serialized size of the content.
+    """
+    for metrics in content.metric_records.values():
+        value = metrics.get("wire-bytes")
+        if isinstance(value, int) and value > 0:
+            return value
+    return content_nbytes(content)
+
+
+def num(value: object) -> float:
+    """Return a MetricRecord scalar as float (NaN for lists / non-numbers)."""
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+

@@ -94,6 +94,10 @@ class FeGAN(FLGAN):
     kl_reference : sequence of int, optional
         Class counts of a reference data set for ``kl_seen_reference``
         (see :class:`FLGAN`).
+    **robustness
+        ``aggregation``, ``min_replies``, ``max_update_norm``, ``wait_timeout``
+        (see :class:`FLGAN`). A robust ``aggregation`` replaces FeGAN's KL x load
+        weighted average (the weights are still computed and recorded).
     """
 
     # pylint: disable=too-many-arguments,too-many-locals
@@ -122,6 +126,7 @@ class FeGAN(FLGAN):
         metadata_timeout: float = 600.0,
         seed: int | None = None,
         kl_reference: Sequence[int] | None = None,
+        **robustness: Any,
     ) -> None:
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -135,6 +140,7 @@ class FeGAN(FLGAN):
             train_metrics_aggr_fn, evaluate_metrics_aggr_fn, local_steps=local_steps,
             batch_size=batch_size, collect_metadata=True, num_classes=num_classes, link=link,
             metadata_timeout=metadata_timeout, seed=seed, kl_reference=kl_reference,
+            **robustness,
         )
         self.sampling = sampling
         self.weighting = weighting

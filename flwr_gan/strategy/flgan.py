@@ -10,8 +10,18 @@ On top of Flower's :class:`~flwr.serverapp.strategy.FedAvg`, this class
 * draws the round's nodes with its own seeded generator
   (``max(min_train_nodes, ceil(fraction_train * N))`` nodes, the same count as
   :class:`~flwr_gan.strategy.FeGAN`, so both compare like with like);
-* validates every reply and *excludes* malformed ones (errors, wrong keys or
-  shapes, NaN / inf values, no ``num-examples``) instead of failing the round;
+* validates every reply and *excludes* malformed ones (wrong keys or shapes,
+  NaN / inf values, no ``num-examples``, an update norm over
+  ``max_update_norm``) instead of failing the round: the round's record lists
+  them under ``rejected`` with the reason, apart from the devices that
+  ``failed`` (an error reply, or none before the timeout);
+* aggregates the valid updates by its weighted average or, with
+  ``aggregation``, by one of Flower's robust strategies
+  (:mod:`flwr_gan.strategy.robust`); a round with fewer valid updates than
+  ``min_replies`` (or than the robust method needs) keeps the global model and
+  records why under ``skipped``;
+* never waits for nodes forever when ``wait_timeout`` is set
+  (:class:`StallError`);
 * records per-round telemetry in :attr:`history` (the nodes that actually
   replied, serialized bytes up/down, compute seconds, wall and virtual-clock
   seconds, ``kl_seen`` and coverage when metadata is known) and returns its
@@ -36,10 +46,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from flwr_gan.runtime.records import InvalidUpdateError
+from flwr_gan.runtime.records import REJECTED_PREFIX, InvalidUpdateError
 from flwr_gan.runtime.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 from flwr_gan.strategy.accounting import SeenData
-from flwr_gan.strategy.aggregate import check_update, weighted_average
+from flwr_gan.strategy.aggregate import StallError, check_reply, num, weighted_average, wire_nbytes
 from flwr_gan.strategy.metadata import (
     MESSAGE_TYPE,
     METADATA_KEY,
@@ -48,6 +58,7 @@ from flwr_gan.strategy.metadata import (
     order_devices,
     parse_metadata,
 )
+from flwr_gan.strategy.robust import RobustAggregation, aggregate_with_flower
 from flwr_gan.strategy.sampling import random_sample, round_size
 from flwr_gan.strategy.weighting import kl_divergence
 
@@ -99,6 +110,15 @@ class FLGAN(FedAvg):
         when given, each round also reports ``kl_seen_reference``, the
         divergence of the data seen from it (``kl_seen`` compares with the
         union of the devices' data, which is all the server knows).
+    aggregation : RobustAggregation, optional
+        A robust aggregator of Flower's instead of the weighted average.
+    min_replies : int (default: 1)
+        Valid updates a round needs; with fewer it keeps the global model.
+    max_update_norm : float (default: 0, off)
+        Reject an update whose L2 distance to the global model exceeds this.
+    wait_timeout : float, optional
+        Seconds to wait for ``min_available_nodes`` to connect before raising
+        :class:`StallError` (default: wait forever, as Flower does).
     """
 
     # pylint: disable=too-many-arguments,too-many-instance-attributes
@@ -123,7 +143,13 @@ class FLGAN(FedAvg):
         metadata_timeout: float = 600.0,
         seed: int | None = None,
         kl_reference: Sequence[int] | None = None,
+        aggregation: RobustAggregation | None = None,
+        min_replies: int = 1,
+        max_update_norm: float = 0.0,
+        wait_timeout: float | None = None,
     ) -> None:
+        if min_replies < 1 or max_update_norm < 0:
+            raise ValueError("min_replies must be >= 1 and max_update_norm >= 0")
         if not 0.0 < fraction_train <= 1.0:
             raise ValueError(f"fraction_train must be in (0, 1], got {fraction_train}")
         if local_steps < 1 or batch_size < 1:
@@ -145,6 +171,13 @@ class FLGAN(FedAvg):
         self.seed = seed
         self.kl_reference = None if kl_reference is None else [int(c) for c in kl_reference]
         self.rng = np.random.default_rng(seed)
+        self.aggregation = aggregation or RobustAggregation()
+        self.min_replies = int(min_replies)
+        self.max_update_norm = float(max_update_norm)
+        self.wait_timeout = wait_timeout
+        if self.aggregation.robust:
+            log(INFO, "Aggregation: Flower's %s (per-device weights are not used)",
+                self.aggregation.method)
         #: Devices with valid metadata, in stable order (``None`` before the query).
         self.devices: list[DeviceInfo] | None = None
         #: Nodes whose metadata was rejected: node id -> reason.
@@ -179,10 +212,17 @@ class FLGAN(FedAvg):
         return {d.node_id: i for i, d in enumerate(self.devices or [])}
 
     def _wait_for_nodes(self, grid: Grid, count: int) -> list[int]:
+        started = time.monotonic()
         while len(nodes := sorted(grid.get_node_ids())) < count:
+            waited = time.monotonic() - started
+            if self.wait_timeout is not None and waited >= self.wait_timeout:
+                raise StallError(
+                    f"waited {waited:.0f} s for {count} devices to connect, only "
+                    f"{len(nodes)} did (raise --stall-timeout, lower --num-clients, or start "
+                    "the missing SuperNodes; --resume continues from the last checkpoint)")
             log(INFO, "Waiting for nodes to connect: %d connected (minimum required: %d).",
                 len(nodes), count)
-            time.sleep(1.0)
+            time.sleep(min(1.0, self.wait_timeout or 1.0))
         return nodes
 
     def summary(self) -> None:
@@ -321,7 +361,7 @@ class FLGAN(FedAvg):
 
     def _weights(self, node_ids: list[int], metrics: list[MetricRecord]) -> np.ndarray:
         """Return the aggregation weights of the valid replies (examples processed)."""
-        return np.array([_num(m[self.weighted_by_key]) for m in metrics])
+        return np.array([num(m[self.weighted_by_key]) for m in metrics])
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -333,74 +373,76 @@ class FLGAN(FedAvg):
                                "reference": None, "server_s": 0.0}
         reference: ArrayRecord | None = info["reference"]
         failed: dict[int, str] = {}
+        rejected: dict[int, str] = {}
         valid_ids: list[int] = []
+        valid_replies: list[Message] = []
         valid_arrays: list[ArrayRecord] = []
         valid_metrics: list[MetricRecord] = []
         bytes_up: dict[int, int] = {}
         for reply in replies:
             nid = int(reply.metadata.src_node_id)
             if reply.has_error():
-                failed[nid] = f"error: {reply.error.reason}"
+                reason = reply.error.reason or ""
+                if reason.startswith(REJECTED_PREFIX):  # a wrapper rejected what arrived
+                    rejected[nid] = reason[len(REJECTED_PREFIX):]
+                else:
+                    failed[nid] = f"error: {reason}"
                 continue
             content = reply.content
-            bytes_up[nid] = _wire_nbytes(content)
+            bytes_up[nid] = wire_nbytes(content)
             try:
-                arrays, metrics = self._check_reply(nid, content, reference)
+                arrays, metrics = check_reply(f"node {nid}", content, reference,
+                                              self.weighted_by_key, self.max_update_norm)
             except InvalidUpdateError as err:
-                failed[nid] = str(err)
+                rejected[nid] = str(err)
                 continue
             valid_ids.append(nid)
+            valid_replies.append(reply)
             valid_arrays.append(arrays)
             valid_metrics.append(metrics)
         replied = {int(r.metadata.src_node_id) for r in replies}
         missing = [nid for nid in info["intended"] if nid not in replied]
         for nid in missing:
             failed[nid] = "no reply before the timeout"
-        for nid, reason in failed.items():
+        for nid, reason in (failed | rejected).items():
             log(WARNING, "Round %d: update of node %d excluded: %s", self.current_round, nid,
                 reason)
 
         new_arrays: ArrayRecord | None = None
         weights = np.zeros(0)
-        if valid_arrays and reference is not None:
+        needed = max(self.min_replies, self.aggregation.replies_needed())
+        skipped = None
+        if reference is not None and len(valid_arrays) < needed:
+            skipped = (f"{len(valid_arrays)} valid update(s), {needed} needed"
+                       + (f" by {self.aggregation.method}" if self.aggregation.robust else "")
+                       + ": the global model is kept")
+            log(WARNING, "Round %d skipped: %s", self.current_round, skipped)
+        elif valid_arrays and reference is not None:
             weights = self._weights(valid_ids, valid_metrics)
-            new_arrays = weighted_average(reference, valid_arrays, weights)
             weights = weights / weights.sum()
+            if self.aggregation.robust:
+                new_arrays = aggregate_with_flower(self.aggregation, reference, valid_replies,
+                                                   self.current_round)
+            else:
+                new_arrays = weighted_average(reference, valid_arrays, weights)
         if self.seen is not None:
             index = self._index()
             self.seen.add(index[n] for n in valid_ids if n in index)
         server_s = info["server_s"] + time.perf_counter() - t0
         record = self._telemetry(info, valid_ids, valid_metrics, weights, failed, bytes_up,
                                  server_s)
+        record["rejected"] = {self.device_name(k): v for k, v in rejected.items()}
+        if skipped is not None:
+            record["skipped"] = skipped
         self.history.append(record)
         self.rounds_done += 1
         self._round = {}
         return new_arrays, self._metric_record(record, valid_metrics)
 
-    def _check_reply(self, nid: int, content: RecordDict, reference: ArrayRecord | None
-                     ) -> tuple[ArrayRecord, MetricRecord]:
-        if len(content.array_records) != 1 or len(content.metric_records) != 1:
-            raise InvalidUpdateError(
-                f"node {nid}: a reply needs exactly one ArrayRecord and one MetricRecord, got "
-                f"{len(content.array_records)} and {len(content.metric_records)}"
-            )
-        arrays = next(iter(content.array_records.values()))
-        metrics = next(iter(content.metric_records.values()))
-        weight = metrics.get(self.weighted_by_key)
-        if not isinstance(weight, (int, float)) or not np.isfinite(float(weight)) \
-                or float(weight) <= 0:
-            raise InvalidUpdateError(
-                f"node {nid}: MetricRecord needs a positive {self.weighted_by_key!r}, "
-                f"got {weight!r}"
-            )
-        if reference is not None:
-            check_update(reference, arrays, what=f"node {nid}")
-        return arrays, metrics
-
     def _telemetry(self, info: dict[str, Any], valid_ids: list[int],
                    metrics: list[MetricRecord], weights: np.ndarray, failed: dict[int, str],
                    bytes_up: dict[int, int], server_s: float) -> dict[str, Any]:
-        compute = {nid: _num(m.get("compute-s", 0.0))
+        compute = {nid: num(m.get("compute-s", 0.0))
                    for nid, m in zip(valid_ids, metrics, strict=True)}
         costs = [NodeCost(nid, compute.get(nid, 0.0), info["bytes_down"].get(nid, 0),
                           bytes_up.get(nid, 0)) for nid in info["intended"]
@@ -409,7 +451,7 @@ class FLGAN(FedAvg):
         keys = [name(n) for n in valid_ids]
 
         def mean(key: str) -> float | None:
-            vals = [_num(m[key]) for m in metrics if key in m]
+            vals = [num(m[key]) for m in metrics if key in m]
             return float(np.mean(vals)) if vals else None
 
         record: dict[str, Any] = {
@@ -423,7 +465,7 @@ class FLGAN(FedAvg):
             "bytes_up": int(sum(bytes_up.values())),
             "compute_s": {name(k): v for k, v in compute.items()},
             "compute_s_max": max(compute.values(), default=0.0),
-            "examples": int(sum(_num(m.get(self.weighted_by_key, 0)) for m in metrics)),
+            "examples": int(sum(num(m.get(self.weighted_by_key, 0)) for m in metrics)),
             "d_loss": mean("d-loss"),
             "g_loss": mean("g-loss"),
             "server_s": server_s,
@@ -444,6 +486,7 @@ class FLGAN(FedAvg):
                        ) -> MetricRecord | None:
         out: dict[str, int | float] = {
             "num-nodes": len(record["nodes"]), "num-failed": len(record["failed"]),
+            "num-rejected": len(record.get("rejected", {})),
             "bytes-up": record["bytes_up"], "bytes-down": record["bytes_down"],
             "compute-s-max": record["compute_s_max"], "wall-s": record["wall_s"],
             "virtual-s": record["virtual_s"],
@@ -498,22 +541,3 @@ class FLGAN(FedAvg):
             )
         if self.seen is not None and state.get("seen") is not None:
             self.seen.load_state_dict(state["seen"])
-
-
-def _wire_nbytes(content: RecordDict) -> int:
-    """Return the bytes a reply took on the wire.
-
-    That is ``wire-bytes`` when a decoding wrapper
-    (:class:`flwr_gan.compress.strategy.AdaComp`) measured them before decoding,
-    else the serialized size of the content.
-    """
-    for metrics in content.metric_records.values():
-        value = metrics.get("wire-bytes")
-        if isinstance(value, int) and value > 0:
-            return value
-    return content_nbytes(content)
-
-
-def _num(value: object) -> float:
-    """Return a MetricRecord scalar as float (NaN for lists / non-numbers)."""
-    return float(value) if isinstance(value, (int, float)) else float("nan")
