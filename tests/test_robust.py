@@ -76,6 +76,7 @@ def test_invalid_replies_are_rejected_apart_from_failures():
     rec = strategy.history[0]
     assert set(rec["rejected"]) == {"node-101", "node-102"}
     assert "NaN" in rec["rejected"]["node-101"] and "shape" in rec["rejected"]["node-102"]
+    assert rec["rejected"]["node-101"].startswith("node-101: ")  # no random node id
     assert rec["failed"] == {} and len(rec["nodes"]) == 7
     # plain FedAvg averages the x1000 update in: the model is dragged far from 1
     assert float(np.mean(arrays["generator.w"].numpy())) > 100

@@ -254,8 +254,7 @@ def _privacy_record(record: dict[str, Any], guard: DPGuard, ledger: Any, strateg
     excluded = guard.rounds[-1]["excluded"] if guard.rounds else {}
     failed = dict(record.get("failed", {}))
     rejected = dict(record.get("rejected", {}))
-    for nid, reason in excluded.items():
-        key = strategy.device_name(nid)
+    for key, reason in strategy.named(excluded).items():
         if reason.startswith("error: ") and not reason.startswith("error: " + REJECTED_PREFIX):
             failed[key] = reason
         else:

@@ -208,6 +208,18 @@ class FLGAN(FedAvg):
             return self.devices[index[node_id]].key
         return f"node-{node_id}"
 
+    def named(self, reasons: dict[int, str]) -> dict[str, str]:
+        """Return ``{node id: reason}`` keyed, and worded, by device key.
+
+        Records must not hold Flower's node ids (random per run), not even in a
+        reason such as ``node 123: ... NaN``.
+        """
+        out = {}
+        for nid, reason in reasons.items():
+            key = self.device_name(nid)
+            out[key] = reason.replace(f"node {nid}", key)
+        return out
+
     def _index(self) -> dict[int, int]:
         return {d.node_id: i for i, d in enumerate(self.devices or [])}
 
@@ -431,7 +443,7 @@ class FLGAN(FedAvg):
         server_s = info["server_s"] + time.perf_counter() - t0
         record = self._telemetry(info, valid_ids, valid_metrics, weights, failed, bytes_up,
                                  server_s)
-        record["rejected"] = {self.device_name(k): v for k, v in rejected.items()}
+        record["rejected"] = self.named(rejected)
         if skipped is not None:
             record["skipped"] = skipped
         self.history.append(record)
@@ -459,7 +471,7 @@ class FLGAN(FedAvg):
             "nodes": keys,
             "devices": keys,
             "intended": [name(n) for n in info["intended"]],
-            "failed": {name(k): v for k, v in failed.items()},
+            "failed": self.named(failed),
             "weights": [float(w) for w in weights],
             "bytes_down": int(sum(info["bytes_down"].values())),
             "bytes_up": int(sum(bytes_up.values())),
