@@ -149,3 +149,18 @@ def test_bad_robustness_settings_are_usage_errors():
         make_settings("fegan", trim_beta=0.5)
     with pytest.raises(ValueError, match="min_replies"):
         FLGAN(min_replies=0)
+
+
+def test_an_error_the_superlink_sends_for_a_dead_node_is_that_nodes():
+    """A gone node's "Node Unavailable" error comes from the SuperLink, not from it."""
+    from flwr.app import Error
+
+    from flwr_gan.strategy.aggregate import destinations, sender
+
+    sent = Message(RecordDict(), dst_node_id=7, message_type="train")
+    sent.metadata.__dict__["_message_id"] = "m-7"  # set on push, as Flower's grids do
+    reply = Message(Error(code=0, reason="Node Unavailable"), reply_to=sent)
+    reply.metadata.__dict__["_src_node_id"] = 1  # the SuperLink's own id
+    assert reply.metadata.src_node_id == 1
+    assert sender(reply, destinations([sent])) == 7
+    assert sender(reply, {}) == 1  # unknown message: fall back to the source

@@ -10,10 +10,10 @@ global model keeps its dtypes round after round.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 from flwr_gan.runtime.records import InvalidUpdateError
 from flwr_gan.runtime.telemetry import content_nbytes
@@ -138,4 +138,20 @@ def wire_nbytes(content: RecordDict) -> int:
 def num(value: object) -> float:
     """Return a MetricRecord scalar as float (NaN for lists / non-numbers)."""
     return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def destinations(messages: Iterable[Message]) -> dict[str, int]:
+    """Return ``{message id: destination node id}`` of messages that were sent."""
+    return {m.metadata.message_id: int(m.metadata.dst_node_id) for m in messages
+            if m.metadata.message_id}
+
+
+def sender(reply: Message, sent_to: Mapping[str, int]) -> int:
+    """Return the node a reply answers for.
+
+    That is the destination of the message it replies to: when a node is gone,
+    the SuperLink itself answers with an error ("Node Unavailable") whose
+    source is the SuperLink, not the node.
+    """
+    return sent_to.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))
 

@@ -49,7 +49,15 @@ from flwr.supercore import log
 from flwr_gan.runtime.records import REJECTED_PREFIX, InvalidUpdateError
 from flwr_gan.runtime.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 from flwr_gan.strategy.accounting import SeenData
-from flwr_gan.strategy.aggregate import StallError, check_reply, num, weighted_average, wire_nbytes
+from flwr_gan.strategy.aggregate import (
+    StallError,
+    check_reply,
+    destinations,
+    num,
+    sender,
+    weighted_average,
+    wire_nbytes,
+)
 from flwr_gan.strategy.metadata import (
     MESSAGE_TYPE,
     METADATA_KEY,
@@ -266,10 +274,11 @@ class FLGAN(FedAvg):
         ]
         bytes_down = sum(content_nbytes(m.content) for m in messages)
         replies = list(grid.send_and_receive(messages, timeout=self.metadata_timeout))
+        sent_to = destinations(messages)
         raw: dict[int, Any] = {}
         bytes_up = 0
         for reply in replies:
-            nid = int(reply.metadata.src_node_id)
+            nid = sender(reply, sent_to)
             if reply.has_error():
                 self.excluded[nid] = f"metadata query failed: {reply.error.reason}"
                 continue
@@ -279,7 +288,7 @@ class FLGAN(FedAvg):
                 self.excluded[nid] = f"reply has no {METADATA_KEY!r} ConfigRecord"
                 continue
             raw[nid] = record
-        for nid in set(nodes) - {int(r.metadata.src_node_id) for r in replies}:
+        for nid in set(nodes) - {sender(r, sent_to) for r in replies}:
             self.excluded[nid] = "no metadata reply before the timeout"
         expected = self.num_classes
         if expected is None:
@@ -365,7 +374,8 @@ class FLGAN(FedAvg):
         log(INFO, "configure_train: round %d, sampled %d nodes", self.current_round,
             len(node_ids))
         self._round = {"started": started, "intended": list(node_ids), "bytes_down": bytes_down,
-                       "reference": arrays, "server_s": time.perf_counter() - t0}
+                       "reference": arrays, "server_s": time.perf_counter() - t0,
+                       "messages": messages}
         return messages
 
     def _needs_metadata(self) -> bool:
@@ -391,8 +401,9 @@ class FLGAN(FedAvg):
         valid_arrays: list[ArrayRecord] = []
         valid_metrics: list[MetricRecord] = []
         bytes_up: dict[int, int] = {}
+        sent_to = destinations(info.get("messages", ()))
         for reply in replies:
-            nid = int(reply.metadata.src_node_id)
+            nid = sender(reply, sent_to)
             if reply.has_error():
                 reason = reply.error.reason or ""
                 if reason.startswith(REJECTED_PREFIX):  # a wrapper rejected what arrived
@@ -412,7 +423,7 @@ class FLGAN(FedAvg):
             valid_replies.append(reply)
             valid_arrays.append(arrays)
             valid_metrics.append(metrics)
-        replied = {int(r.metadata.src_node_id) for r in replies}
+        replied = {sender(r, sent_to) for r in replies}
         missing = [nid for nid in info["intended"] if nid not in replied]
         for nid in missing:
             failed[nid] = "no reply before the timeout"
