@@ -251,6 +251,9 @@ class FederationSettings:
     bandwidth_gbps: float = knob(2.0, "virtual-clock link bandwidth per device "
                                  "(FeGAN testbed: 2 Gbit/s)", gt=0)
     latency_ms: float = knob(0.0, "virtual-clock one-way link latency", ge=0)
+    ray_address: str = knob("", "simulate: run the clients on this existing Ray cluster "
+                            "(host:port of `ray start --head`, or auto) instead of a new "
+                            "local one")
 
 
 @dataclass(frozen=True)

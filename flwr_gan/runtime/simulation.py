@@ -99,14 +99,17 @@ def run(settings: Settings, *, verbose: bool = False) -> RunOutcome:
             holder["error"] = err
             log.debug("server loop failed", exc_info=True)
 
+    # client failures reach the server as error replies; what the actors print
+    # (colour-coded shutdown notices) only with -v
+    init_args: dict[str, Any] = {"log_to_driver": verbose}
+    if fed.ray_address:  # join a cluster started with `ray start` (docs/deployment.md)
+        init_args["address"] = fed.ray_address
     try:
         run_simulation(
             server_app=server, client_app=device_app(settings.to_run_config()),
             num_supernodes=fed.num_clients,
             backend_config={"client_resources": {"num_cpus": fed.client_cpus, "num_gpus": 0.0},
-                            # client failures reach the server as error replies; what the
-                            # actors print (colour-coded shutdown notices) only with -v
-                            "init_args": {"log_to_driver": verbose}},
+                            "init_args": init_args},
             verbose_logging=verbose,
         )
     finally:
