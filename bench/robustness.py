@@ -71,9 +71,11 @@ def run_one(name: str, extra: list[str], rounds: int, runs: Path) -> dict[str, A
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] \
         if (out / "metrics.jsonl").exists() else []
     fids = [(r["round"], r["fid"]) for r in recs if r.get("fid") is not None]
+    lines = (runs / f"{name}.log").read_text(errors="replace").strip().splitlines()
+    error = lines[-1] if rc != 0 and lines else None
     train = [r for r in recs if r["round"] > 0]
     return {
-        "name": name, "command": " ".join(cmd[1:]), "rc": rc, "wall_s": wall,
+        "name": name, "command": " ".join(cmd[1:]), "rc": rc, "error": error, "wall_s": wall,
         "loadavg_before": load, "rounds_done": len(train),
         "fid": fids, "fid_final": fids[-1][1] if fids else None,
         "finite": bool(fids) and all(math.isfinite(f) for _, f in fids),
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res = run_one(name, extra, rounds, Path(args.runs))
             results.append(res)
-            print(json.dumps({k: res[k] for k in ("name", "rc", "wall_s", "fid_final",
+            print(json.dumps({k: res[k] for k in ("name", "rc", "error", "wall_s", "fid_final",
                                                   "finite", "failed_per_round",
                                                   "rejected_per_round")}), flush=True)
     if args.smoke:

@@ -90,7 +90,8 @@ def test_robust_aggregators_resist_the_scaled_update(method, f):
         value = arrays[key].numpy()
         assert np.isfinite(value).all() and np.abs(value - 1.0).max() < 0.1, (method, key)
     # integer buffers keep their dtype through Flower's float aggregation
-    assert arrays["generator.bn.num_batches_tracked"].numpy().dtype == np.int64
+    counter = arrays["generator.bn.num_batches_tracked"].numpy()
+    assert counter.dtype == np.int64 and counter.shape == ()
     assert strategy.history[0]["rejected"].keys() == {"node-101", "node-102"}
 
 
@@ -164,3 +165,14 @@ def test_an_error_the_superlink_sends_for_a_dead_node_is_that_nodes():
     assert reply.metadata.src_node_id == 1
     assert sender(reply, destinations([sent])) == 7
     assert sender(reply, {}) == 1  # unknown message: fall back to the source
+
+
+def test_error_reasons_drop_rays_traceback():
+    from flwr_gan.strategy.aggregate import short_reason
+
+    ray = ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::"
+           "ClientAppActor.run()\x1b[39m (pid=20392, ip=192.0.2.2, actor_id=d41180)\n"
+           "  File x\nException ClientAppException occurred. Message: injected failure of "
+           "partition-4 in round 2 (--fail-prob 0.3)'>")
+    assert short_reason(ray) == "injected failure of partition-4 in round 2 (--fail-prob 0.3)"
+    assert short_reason("plain reason\n") == "plain reason"

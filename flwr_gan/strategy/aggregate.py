@@ -10,6 +10,7 @@ global model keeps its dtypes round after round.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -154,4 +155,24 @@ def sender(reply: Message, sent_to: Mapping[str, int]) -> int:
     source is the SuperLink, not the node.
     """
     return sent_to.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def short_reason(reason: str, limit: int = 300) -> str:
+    """Return the part of an error reason a record should keep.
+
+    Flower's simulation wraps a device's exception in Ray's traceback, with
+    process ids and actor ids that differ from run to run; the record keeps
+    the exception's own message (after the last ``Message:``), without
+    terminal colours, so that ``metrics.jsonl`` repeats.
+    """
+    text = _ANSI.sub("", reason)
+    if "Message: " in text:
+        text = text.rsplit("Message: ", 1)[1].rstrip("'>\" \n")
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = lines[-1] if lines else ""
+    return text[:limit]
 

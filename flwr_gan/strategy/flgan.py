@@ -55,6 +55,7 @@ from flwr_gan.strategy.aggregate import (
     destinations,
     num,
     sender,
+    short_reason,
     weighted_average,
     wire_nbytes,
 )
@@ -409,7 +410,7 @@ class FLGAN(FedAvg):
                 if reason.startswith(REJECTED_PREFIX):  # a wrapper rejected what arrived
                     rejected[nid] = reason[len(REJECTED_PREFIX):]
                 else:
-                    failed[nid] = f"error: {reason}"
+                    failed[nid] = f"error: {short_reason(reason)}"
                 continue
             content = reply.content
             bytes_up[nid] = wire_nbytes(content)

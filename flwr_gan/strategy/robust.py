@@ -141,11 +141,12 @@ def aggregate_with_flower(config: RobustAggregation, reference: ArrayRecord,
         raise ValueError(f"Flower's {config.method} aggregation returned no model")
     out: dict[str, Array] = {}
     for key, ref in reference.items():
-        value = np.asarray(arrays[key].numpy())
+        # Flower's aggregators may return a 0-d buffer (BatchNorm's counter) as shape (1,)
+        value = np.asarray(arrays[key].numpy()).reshape(tuple(ref.shape))
         dtype = ref.numpy().dtype
         if dtype.kind in "iub":
             value = np.rint(value)
-        out[key] = Array(np.ascontiguousarray(value.astype(dtype)))
+        out[key] = Array(np.array(value, dtype=dtype, order="C"))  # not ascontiguousarray: 0-d
     return ArrayRecord(out)
 
 
