@@ -8,12 +8,12 @@ Usage::
 Each size runs ``flwr-gan simulate --algorithm fegan --model small --partition iid
 --num-clients N --fraction K/N`` (K = ``--per-round`` devices train per round,
 balanced sampling, KL and load weighting on, ``--eval-every 0``) in Flower's Ray
-engine, and records: the whole command's wall time, the rest of it outside the rounds
-(Python and Ray start-up, node set-up, shut-down), the metadata round's wall time (every device answers
-``query.metadata``), seconds per training round, and the peak resident memory of the
-process tree (the command, Ray's daemons and its actors). The iid partition gives
-every device ``60000 / N`` MNIST images (6 at N = 10,000): the FeGAN engine's
-disjoint draw cannot fill 10,000 devices.
+engine, and records: the whole command's wall time, the rest of it outside the
+rounds (Python and Ray start-up, node set-up, shut-down), the metadata round's wall
+time (every device answers ``query.metadata``), seconds per training round, and the
+peak resident memory of the process tree (the command, Ray's daemons and its
+actors). The iid partition gives every device ``60000 / N`` MNIST images (6 at
+N = 10,000): the FeGAN engine's disjoint draw cannot fill 10,000 devices.
 
 Results: ``bench/results/scale.json`` (load average before and after each run noted).
 """
