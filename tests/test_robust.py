@@ -176,3 +176,24 @@ def test_error_reasons_drop_rays_traceback():
            "partition-4 in round 2 (--fail-prob 0.3)'>")
     assert short_reason(ray) == "injected failure of partition-4 in round 2 (--fail-prob 0.3)"
     assert short_reason("plain reason\n") == "plain reason"
+
+
+class ReversedGrid(InProcessGrid):
+    """Replies come back in the reverse order (as devices finishing at other times)."""
+
+    def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+        return list(reversed(super().send_and_receive(messages, timeout=timeout)))
+
+
+def test_reply_order_changes_nothing_bit_for_bit():
+    def run(grid_type):  # type: ignore[no-untyped-def]
+        grid = grid_type(honest_app(), 9)
+        strategy = FLGAN(fraction_train=1.0, min_available_nodes=9, seed=0,
+                         collect_metadata=False)
+        arrays = strategy.start(grid=grid, initial_arrays=initial(), num_rounds=1).arrays
+        return strategy.history[0], arrays
+
+    (rec_a, arr_a), (rec_b, arr_b) = run(InProcessGrid), run(ReversedGrid)
+    assert rec_a["nodes"] == rec_b["nodes"] and rec_a["weights"] == rec_b["weights"]
+    for key in SHAPES:
+        assert np.array_equal(arr_a[key].numpy(), arr_b[key].numpy())

@@ -403,6 +403,11 @@ class FLGAN(FedAvg):
         valid_metrics: list[MetricRecord] = []
         bytes_up: dict[int, int] = {}
         sent_to = destinations(info.get("messages", ()))
+        # Replies arrive in whatever order the devices finish; average them in the order
+        # they were sampled, so that records and the float sums repeat bit for bit.
+        order = {nid: i for i, nid in enumerate(info["intended"])}
+        replies.sort(key=lambda r: (order.get(sender(r, sent_to), len(order)),
+                                    sender(r, sent_to)))
         for reply in replies:
             nid = sender(reply, sent_to)
             if reply.has_error():
