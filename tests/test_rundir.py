@@ -46,3 +46,15 @@ def test_plot_several_runs(tmp_path):
             "b": [{"round": 0, "fid": 6.0}, {"round": 1}]}
     out = plot_fid_curves(runs, tmp_path / "c.png")
     assert out.exists()
+
+
+def test_resume_drops_records_newer_than_the_checkpoint_atomically(tmp_path):
+    from flwr_gan.runtime.experiment import _truncate_metrics
+    from flwr_gan.runtime.rundir import RunDirectory
+
+    run = RunDirectory(tmp_path / "r", {"seed": 0})
+    for r in range(5):
+        run.log({"round": r, "fid": float(r)})
+    _truncate_metrics(run, 2)  # killed after logging round 4, checkpoint at round 2
+    assert [r["round"] for r in run.records()] == [0, 1, 2]
+    assert not list((tmp_path / "r").glob("*.tmp*"))  # nothing left behind

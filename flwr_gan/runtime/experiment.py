@@ -15,8 +15,10 @@ progress bar (:meth:`Experiment.log`), atomic checkpoints
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -307,11 +309,14 @@ def _both_nan(a: Any, b: Any) -> bool:
 def _truncate_metrics(run: RunDirectory, last: int) -> None:
     """Drop records newer than the checkpoint (a crash after logging, before saving)."""
     records = read_metrics(run.metrics_path) if run.metrics_path.exists() else []
-    keep = [r for r in records if int(r.get("round", 0)) <= last]
-    if len(keep) != len(records):
-        run.metrics_path.unlink()
-        for r in keep:
-            run.log(r)
+    keep = [r for r in records if int(r.get("round", 0)) <= last]  # every family logs "round"
+    if len(keep) != len(records):  # rewrite atomically: a crash now must lose nothing
+        path = run.metrics_path
+        tmp = path.with_suffix(f".jsonl.tmp{os.getpid()}")
+        tmp.write_text("".join(line + "\n" for line in path.read_text().splitlines()
+                               if line.strip() and int(json.loads(line).get("round", 0))
+                               <= last))
+        os.replace(tmp, path)
 
 
 __all__ = ["CHECKPOINT", "CheckpointError", "Experiment", "check_same_run", "prepare"]
