@@ -16,18 +16,8 @@ import torch
 
 from flwr_gan.algorithms import make_settings
 from flwr_gan.runtime.experiment import prepare
-from flwr_gan.runtime.rundir import read_metrics
+from flwr_gan.runtime.rundir import read_metrics, untimed
 from flwr_gan.runtime.simulation import run
-
-
-def untimed(value: Any) -> Any:
-    """Drop every timing (``*_s``, ``*_s_max``, ...) from records, recursively."""
-    if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items()
-                if not (k.endswith("_s") or "_s_" in k)}
-    if isinstance(value, list):
-        return [untimed(v) for v in value]
-    return value
 
 
 def random_ids(n: int, seed: int) -> list[int]:

@@ -258,3 +258,17 @@ def _band(points: list[dict[str, Any]], key: str, std_key: str,
         return ([float(r[key]) - float(r[std_key]) for r in points],
                 [float(r[key]) + float(r[std_key]) for r in points])
     return None, None
+
+
+def untimed(value: Any) -> Any:
+    """Drop every timing (``*_s``, ``*_s_max``, ...) from records, recursively.
+
+    What is left must repeat exactly for the same seed (``tests/test_determinism.py``,
+    ``bench/crash_resume.py``).
+    """
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items()
+                if not (k.endswith("_s") or "_s_" in k)}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
