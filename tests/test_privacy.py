@@ -11,7 +11,16 @@ import sys
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideAdaptiveClipping,
@@ -296,3 +305,32 @@ def test_a_dp_run_repeats_exactly_with_the_same_seed(tmp_path, monkeypatch):
     a, b = once("a"), once("b")
     assert untimed(a) == untimed(b)
     assert a[-1]["dp_noise_std"] > 0 and a[-1]["fid"] == b[-1]["fid"]
+
+
+class SuperLinkAnswersForDeadNode(InProcessGrid):
+    """Messages get ids (as Flower's grids give them); node 104 is gone, and the
+    SuperLink answers for it with an error under its own id, wrapped as Ray does."""
+
+    def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+        messages = list(messages)
+        for i, msg in enumerate(messages):
+            msg.metadata.__dict__["_message_id"] = f"m{i}"
+        replies = super().send_and_receive(messages, timeout=timeout)
+        for i in range(len(replies)):
+            if messages[i].metadata.dst_node_id == 104:
+                error = Message(Error(code=0, reason="\x1b[36mpid=7\x1b[39m\nException X "
+                                      "occurred. Message: Node Unavailable'>"),
+                                reply_to=messages[i])
+                error.metadata.__dict__["_src_node_id"] = 1
+                replies[i] = error
+        return replies
+
+
+def test_guard_names_the_dead_node_not_the_superlink():
+    inner = FLGAN(fraction_train=1.0, min_available_nodes=4, seed=0)
+    guard = DPGuard(dp_wrapper(inner, DPSettings(dp="server-fixed", noise_multiplier=0.1,
+                                                 clipping_norm=0.5), 4))
+    grid = SuperLinkAnswersForDeadNode(device([]), 4)
+    guard.start(grid=grid, initial_arrays=model(), num_rounds=1, timeout=10)
+    excluded = guard.rounds[-1]["excluded"]
+    assert 1 not in excluded and excluded[104] == "error: Node Unavailable"

@@ -51,7 +51,7 @@ from flwr_gan.privacy.accounting import PrivacyLedger
 from flwr_gan.privacy.mods import KEY_DP_CLIPPING, integer_keys
 from flwr_gan.privacy.settings import DPSettings
 from flwr_gan.runtime.records import InvalidUpdateError
-from flwr_gan.strategy.aggregate import check_update
+from flwr_gan.strategy.aggregate import check_update, destinations, sender, short_reason
 from flwr_gan.strategy.wrapper import WrapperStrategy
 
 ADAPTIVE = (DifferentialPrivacyServerSideAdaptiveClipping,
@@ -126,6 +126,7 @@ class DPGuard(WrapperStrategy):
         #: The ``--dp`` mode of the wrapper (``server-fixed``, ...).
         self.mode = MODES[type(dp)] if type(dp) in MODES else type(dp).__name__
         self._reference: ArrayRecord | None = None
+        self._sent: list[Message] = []
         #: One dict per aggregated round: ``clipping_norm`` (used),
         #: ``next_clipping_norm``, ``noise_std``, ``count_stddev``, ``excluded``.
         self.rounds: list[dict[str, Any]] = []
@@ -143,7 +144,8 @@ class DPGuard(WrapperStrategy):
             config[KEY_DP_CLIPPING] = "adaptive" if isinstance(self.strategy, ADAPTIVE) \
                 else "fixed"
         self._reference = arrays
-        return self.strategy.configure_train(server_round, arrays, config, grid)
+        self._sent = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        return self._sent
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -152,8 +154,9 @@ class DPGuard(WrapperStrategy):
         kept: list[Message] = []
         excluded: dict[int, str] = {}
         counters: list[dict[str, np.ndarray]] = []
+        sent_to = destinations(self._sent)
         for reply in replies:
-            nid = int(reply.metadata.src_node_id)
+            nid = sender(reply, sent_to)  # a dead node's error comes from the SuperLink
             try:
                 counters.append(self._admit(reply, nid))
             except InvalidUpdateError as err:
@@ -193,7 +196,7 @@ class DPGuard(WrapperStrategy):
             If the reply is an error or does not fit the global model.
         """
         if reply.has_error():
-            raise InvalidUpdateError(f"error: {reply.error.reason}")
+            raise InvalidUpdateError(f"error: {short_reason(reply.error.reason or '')}")
         if self._reference is None:
             raise InvalidUpdateError("a reply arrived before any train message")
         if len(reply.content.array_records) != 1:
