@@ -67,15 +67,21 @@ def weighted_average(reference: ArrayRecord, updates: Sequence[ArrayRecord],
     w = w / w.sum()
     out: dict[str, Array] = {}
     for key, ref in reference.items():
-        dtype = ref.numpy().dtype
         acc = np.zeros(tuple(ref.shape), dtype=np.float64)
         for wk, upd in zip(w, updates, strict=True):
             if wk:
                 acc += wk * upd[key].numpy().astype(np.float64)
-        if dtype.kind in "iub":
-            acc = np.rint(acc)
-        out[key] = Array(np.asarray(acc.astype(dtype)))
+        out[key] = as_reference(acc, ref)
     return ArrayRecord(out)
+
+
+def as_reference(value: np.ndarray, ref: Array) -> Array:
+    """Return an aggregate in ``ref``'s shape and dtype (integers rounded, 0-d kept 0-d)."""
+    dtype = ref.numpy().dtype
+    value = np.asarray(value).reshape(tuple(ref.shape))
+    if dtype.kind in "iub":
+        value = np.rint(value)
+    return Array(np.array(value, dtype=dtype, order="C"))  # not ascontiguousarray: 0-d
 
 
 def update_norm(reference: ArrayRecord, update: ArrayRecord) -> float:

@@ -406,10 +406,9 @@ class FLGAN(FedAvg):
         # Replies arrive in whatever order the devices finish; average them in the order
         # they were sampled, so that records and the float sums repeat bit for bit.
         order = {nid: i for i, nid in enumerate(info["intended"])}
-        replies.sort(key=lambda r: (order.get(sender(r, sent_to), len(order)),
-                                    sender(r, sent_to)))
-        for reply in replies:
-            nid = sender(reply, sent_to)
+        by_node = sorted(((sender(r, sent_to), r) for r in replies),
+                         key=lambda pair: (order.get(pair[0], len(order)), pair[0]))
+        for nid, reply in by_node:
             if reply.has_error():
                 reason = reply.error.reason or ""
                 if reason.startswith(REJECTED_PREFIX):  # a wrapper rejected what arrived
@@ -429,7 +428,7 @@ class FLGAN(FedAvg):
             valid_replies.append(reply)
             valid_arrays.append(arrays)
             valid_metrics.append(metrics)
-        replied = {sender(r, sent_to) for r in replies}
+        replied = {nid for nid, _ in by_node}
         missing = [nid for nid in info["intended"] if nid not in replied]
         for nid in missing:
             failed[nid] = "no reply before the timeout"

@@ -35,8 +35,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import ArrayRecord, Message
 from flwr.serverapp.strategy import (
     Bulyan,
     FedAvg,
@@ -45,6 +44,8 @@ from flwr.serverapp.strategy import (
     Krum,
     MultiKrum,
 )
+
+from flwr_gan.strategy.aggregate import as_reference
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +140,9 @@ def aggregate_with_flower(config: RobustAggregation, reference: ArrayRecord,
     arrays, _ = config.flower_strategy(len(replies)).aggregate_train(server_round, replies)
     if arrays is None:
         raise ValueError(f"Flower's {config.method} aggregation returned no model")
-    out: dict[str, Array] = {}
-    for key, ref in reference.items():
-        # Flower's aggregators may return a 0-d buffer (BatchNorm's counter) as shape (1,)
-        value = np.asarray(arrays[key].numpy()).reshape(tuple(ref.shape))
-        dtype = ref.numpy().dtype
-        if dtype.kind in "iub":
-            value = np.rint(value)
-        out[key] = Array(np.array(value, dtype=dtype, order="C"))  # not ascontiguousarray: 0-d
-    return ArrayRecord(out)
+    # Flower's median and trimmed mean return floats: back to the model's dtypes and shapes
+    return ArrayRecord({key: as_reference(arrays[key].numpy(), ref)
+                        for key, ref in reference.items()})
 
 
 __all__ = ["METHODS", "RobustAggregation", "aggregate_with_flower"]
