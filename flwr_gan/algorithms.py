@@ -146,8 +146,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
                       "compression": CompressSettings, "partial": SyncSettings},
         {"rounds": 50, "local_steps": 10, "eval_every": 5, "out": "runs/gossip"}, "round",
         "rounds", "flwr_gan.gossip.experiment:run_gossip_experiment",
-        "flwr_gan.gossip.client:register_handlers",
-        hidden=frozenset({"resume", "checkpoint_every"})),
+        "flwr_gan.gossip.client:register_handlers"),
     Algorithm(
         "standalone", "the centralised baseline: one G and D on the whole training set",
         _COMMON | {"standalone": StandaloneSettings},

@@ -356,7 +356,8 @@ class Settings:
             raise ConfigError(f"--dp {self.get('dp')} with --compress {self.get('compress')} "
                               "has no privacy guarantee (the compression residual is not "
                               "clipped): use a server-side --dp mode, or --compress none")
-        if (self.has("sync") and self.get("sync") == "discriminator" and self.has("resume")
+        if (self.algorithm in ("flgan", "fegan") and self.has("sync")
+                and self.get("sync") == "discriminator" and self.has("resume")
                 and self.get("resume")):
             raise ConfigError("--resume does not support --sync discriminator: the generators "
                               "lived on the devices and a restarted run has lost them; start a "

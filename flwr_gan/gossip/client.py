@@ -27,6 +27,10 @@ Three message types:
 ``query.gossip_generator``
     Replies with the current generator as ArrayRecord ``generator`` (for
     evaluation); the initial one if the worker has not trained yet.
+``query.gossip_state`` / ``train.gossip_restore``
+    For checkpoints: the worker's whole learning state (G and D, both Adam
+    states, the AdaComp reference) as ArrayRecords, and putting it back after a
+    restart (:mod:`flwr_gan.gossip.state`).
 
 Random streams (real-batch order, latent draws) are keyed by the run seed, the
 device key and the round, never by Flower's node id (random per run).
@@ -49,7 +53,7 @@ from torch import nn
 from flwr_gan.core.models import seeded_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig, TrainStats, infinite_batches
 from flwr_gan.data.node import DataConfig, device_key, message_data_config, node_images
-from flwr_gan.gossip.compression import worker_uploads
+from flwr_gan.gossip.compression import STATE_REF, worker_uploads
 from flwr_gan.gossip.peers import average_states
 from flwr_gan.runtime.nodestate import load_optimizer_arrays, optimizer_to_arrays
 from flwr_gan.runtime.records import (
@@ -65,9 +69,13 @@ from flwr_gan.runtime.relay import IDENTITY_KEY
 STEP = "gossip_step"
 INFO = "gossip_info"
 GENERATOR_QUERY = "gossip_generator"
+STATE = "gossip_state"
+RESTORE = "gossip_restore"
 STEP_TYPE = f"train.{STEP}"
 INFO_TYPE = f"query.{INFO}"
 GENERATOR_TYPE = f"query.{GENERATOR_QUERY}"
+STATE_TYPE = f"query.{STATE}"
+RESTORE_TYPE = f"train.{RESTORE}"
 
 G_IN, D_IN = "g-in.", "d-in."
 G_OUT, D_OUT = "g-out", "d-out"
@@ -75,6 +83,8 @@ G_OUT, D_OUT = "g-out", "d-out"
 _STATE_MODELS = "gossip.models"
 _STATE_OPT_G = "gossip.opt-g"
 _STATE_OPT_D = "gossip.opt-d"
+#: Everything a worker keeps between rounds (its random streams derive from seed, key, round).
+STATE_ARRAYS = (_STATE_MODELS, _STATE_OPT_G, _STATE_OPT_D, STATE_REF)
 
 
 def data_config(config: Mapping[str, Any], run_config: Mapping[str, Any]) -> DataConfig:
@@ -249,11 +259,33 @@ def gossip_generator(msg: Message, context: Context) -> Message:
     return Message(RecordDict({GENERATOR: models_to_arrays({GENERATOR: gen})}), reply_to=msg)
 
 
+def gossip_state(msg: Message, context: Context) -> Message:
+    """Handle ``query.gossip_state``: reply with this worker's learning state (for checkpoints)."""
+    content = RecordDict({"meta": ConfigRecord({
+        "device-key": device_key(context.node_config, context.node_id)})})
+    for name in STATE_ARRAYS:
+        if name in context.state.array_records:
+            content.array_records[name] = context.state.array_records[name]
+    return Message(content, reply_to=msg)
+
+
+def gossip_restore(msg: Message, context: Context) -> Message:
+    """Handle ``train.gossip_restore``: replace this worker's state with the message's."""
+    for name in STATE_ARRAYS:
+        if name in msg.content.array_records:
+            context.state.array_records[name] = msg.content.array_records[name]
+        elif name in context.state.array_records:
+            del context.state.array_records[name]
+    return Message(RecordDict({"meta": ConfigRecord({"restored": 1})}), reply_to=msg)
+
+
 def register_handlers(app: ClientApp) -> ClientApp:
     """Register the gossip worker's handlers on an existing ClientApp (and return it)."""
     app.train(STEP)(gossip_step)
     app.query(INFO)(gossip_info)
     app.query(GENERATOR_QUERY)(gossip_generator)
+    app.query(STATE)(gossip_state)
+    app.train(RESTORE)(gossip_restore)
     return app
 
 
@@ -264,6 +296,7 @@ def make_client_app() -> ClientApp:
 
 client_app = make_client_app()
 
-__all__ = ["D_IN", "D_OUT", "GENERATOR_TYPE", "G_IN", "G_OUT", "INFO_TYPE", "STEP_TYPE",
-           "client_app", "gossip_generator", "gossip_info", "gossip_step", "initial_models",
+__all__ = ["D_IN", "D_OUT", "GENERATOR_TYPE", "G_IN", "G_OUT", "INFO_TYPE", "RESTORE_TYPE",
+           "STATE_ARRAYS", "STATE_TYPE", "STEP_TYPE", "client_app", "gossip_generator",
+           "gossip_info", "gossip_restore", "gossip_state", "gossip_step", "initial_models",
            "make_client_app", "merge_received", "register_handlers", "stream_seed"]

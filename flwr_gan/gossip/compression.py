@@ -224,6 +224,36 @@ class UploadReceiver:
             return {}
         return {KEY_RESYNC: "".join(sorted(self._resync.get(node, set())))}
 
+    def state(self, key: Callable[[int], str]) -> dict[str, Any]:
+        """Return the peers' references and pending resyncs, keyed by device key ``key(node)``."""
+        refs: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        for (node, kind), ref in self._refs.items():
+            refs.setdefault(key(node), {})[kind] = {k: v.copy() for k, v in ref.items()}
+        resync = {key(n): "".join(sorted(kinds)) for n, kinds in self._resync.items() if kinds}
+        return {"refs": refs, "resync": resync}
+
+    def load_state(self, state: Mapping[str, Any], node_of: Mapping[str, int]) -> None:
+        """Put back what :meth:`state` returned; ``node_of`` maps device keys to new node ids.
+
+        Raises
+        ------
+        ValueError
+            If a saved reference does not fit the networks (other model settings).
+        """
+        refs: dict[tuple[int, str], Reference] = {}
+        for key, kinds in state["refs"].items():
+            for kind, ref in kinds.items():
+                arrays = {k: np.asarray(v, dtype=np.float32) for k, v in ref.items()}
+                initial = self._initial[kind]
+                if {k: v.shape for k, v in arrays.items()} != {k: v.shape
+                                                               for k, v in initial.items()}:
+                    raise ValueError(f"the saved {PREFIXES[kind]} reference of {key} does "
+                                     "not fit the model")
+                if key in node_of:
+                    refs[(node_of[key], kind)] = arrays
+        self._refs = refs
+        self._resync = {node_of[k]: set(v) for k, v in state["resync"].items() if k in node_of}
+
     def forget(self, node: int) -> None:
         """Drop a node's references (it left the run)."""
         self._resync.pop(node, None)

@@ -150,6 +150,8 @@ class GossipServer(RelayLoop):
         self.pending: dict[int, list[tuple[str, ArrayRecord]]] = {}
         self.wall_s = 0.0
         self.virtual_s = 0.0
+        #: The last completed round (set when resuming from a checkpoint).
+        self.start = 0
 
     # -- handshake -----------------------------------------------------------
 
@@ -175,10 +177,16 @@ class GossipServer(RelayLoop):
 
     # -- one round -----------------------------------------------------------
 
-    def _drop(self, node: int, reason: str, round_: int, rnd: _Round) -> None:
-        rnd.discarded += len(self.pending.pop(node, []))
+    def leave(self, node: int, reason: str, round_: int) -> tuple[dict[str, Any], int]:
+        """Drop a worker: its queued models and references go; return why and how many."""
+        discarded = len(self.pending.pop(node, []))
         self.uploads.forget(node)
-        rnd.dropped.append(self.drop(node, reason, round_))
+        return self.drop(node, reason, round_), discarded
+
+    def _drop(self, node: int, reason: str, round_: int, rnd: _Round) -> None:
+        info, discarded = self.leave(node, reason, round_)
+        rnd.discarded += discarded
+        rnd.dropped.append(info)
 
     def _wave(self, round_: int, nodes: list[int], rnd: _Round, *, send: str,
               merge_only: bool) -> list[Reply]:
@@ -355,15 +363,18 @@ class GossipServer(RelayLoop):
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> list[dict[str, Any]]:
-        """Connect, run ``rounds`` exchanges of ``sync_every`` local iterations; return records."""
+        """Connect, run ``rounds`` exchanges of ``sync_every`` local iterations; return records.
+
+        A resumed server (``start`` > 0, state restored) continues at round ``start + 1``.
+        """
         if not self.alive:
             self.connect()
-        if self.evaluate_fn is not None:
+        if self.evaluate_fn is not None and self.start == 0:
             rnd = _Round(started=time.perf_counter())
             record = self._record(0, rnd)
             self._maybe_evaluate(0, rnd, record)
             self.emit(record)
-        for round_ in range(1, self.cfg.rounds + 1):
+        for round_ in range(self.start + 1, self.cfg.rounds + 1):
             if not self.alive:
                 log.warning("every worker has failed: stopping at round %d", round_)
                 break
