@@ -1,4 +1,4 @@
-"""kill -9 mid-run, then ``--resume``: FeGAN and MD-GAN in Flower's Ray engine.
+"""kill -9 mid-run, then ``--resume``: FeGAN, MD-GAN and Gossip GAN in Flower's Ray engine.
 
 For each family, three runs of the same ``flwr-gan simulate`` command (same seed):
 
@@ -15,7 +15,7 @@ tensors equal the uninterrupted run's bit for bit; the time to restart (launch o
 resume command until it records a round / iteration beyond the last one recorded before
 the kill) and the whole resumed command::
 
-    python bench/crash_resume.py                   # fegan and mdgan, ~6 min on 2 cores
+    python bench/crash_resume.py                   # fegan, mdgan, gossip: ~9 min on 2 cores
     python bench/crash_resume.py --smoke           # smaller, nothing written
 """
 
@@ -47,9 +47,12 @@ FAMILIES: dict[str, tuple[str, list[str]]] = {
                         "--eval-every", "2"]),
     "mdgan": ("iteration", ["--algorithm", "mdgan", "--num-clients", "4", "--eval-every", "5",
                             "--swap-epochs", "1"]),
+    "gossip": ("round", ["--algorithm", "gossip", "--num-clients", "4", "--variant", "ddl_ind",
+                         "--local-steps", "5", "--eval-every", "2", "--eval-workers", "2",
+                         "--compress", "adacomp"]),
 }
-LENGTH = {"fegan": ["--rounds", "6"], "mdgan": ["--iterations", "30"]}
-SMOKE = {"fegan": ["--rounds", "3"], "mdgan": ["--iterations", "6"]}
+LENGTH = {"fegan": ["--rounds", "6"], "mdgan": ["--iterations", "30"], "gossip": ["--rounds", "6"]}
+SMOKE = {"fegan": ["--rounds", "3"], "mdgan": ["--iterations", "6"], "gossip": ["--rounds", "3"]}
 
 
 def records(out: Path) -> list[dict[str, Any]]:

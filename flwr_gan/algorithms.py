@@ -150,10 +150,9 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm(
         "standalone", "the centralised baseline: one G and D on the whole training set",
         _COMMON | {"standalone": StandaloneSettings},
-        {"eval_every": 500, "out": "runs/standalone"}, "step", "steps",
-        "flwr_gan.standalone:run_standalone_experiment",
-        hidden=frozenset({"partition", "partition_seed", "max_class", "max_samples", "alpha",
-                          "resume", "checkpoint_every"})),
+        {"eval_every": 500, "checkpoint_every": 500, "out": "runs/standalone"}, "step",
+        "steps", "flwr_gan.standalone:run_standalone_experiment",
+        hidden=frozenset({"partition", "partition_seed", "max_class", "max_samples", "alpha"})),
 )}
 
 

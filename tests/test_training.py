@@ -136,6 +136,20 @@ def test_infinite_batches_epochs_cover_data():
     assert next(small).shape[0] == 3
 
 
+@pytest.mark.parametrize("batch_size", [4, 5, 23, 30])
+@pytest.mark.parametrize("skip", [0, 1, 5, 6, 17])
+def test_skipping_batches_resumes_the_same_stream(batch_size, skip):
+    import itertools
+
+    data = torch.arange(23).float().view(23, 1)
+    full = list(itertools.islice(infinite_batches(data, batch_size, seed=2), 30))
+    rest = list(itertools.islice(infinite_batches(data, batch_size, seed=2, skip=skip),
+                                 30 - skip))
+    assert all(torch.equal(a, b) for a, b in zip(full[skip:], rest, strict=True))
+    with pytest.raises(ValueError, match="skip"):
+        next(infinite_batches(data, 4, skip=-1))
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"lr_g": 0}, "lr_g"), ({"lr_d": float("nan")}, "lr_d"), ({"beta1": 1.0}, "beta1")],

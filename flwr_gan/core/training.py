@@ -137,31 +137,39 @@ def apply_feedback(
 
 
 def infinite_batches(
-    images: torch.Tensor, batch_size: int, *, seed: int = 0
+    images: torch.Tensor, batch_size: int, *, seed: int = 0, skip: int = 0
 ) -> Iterator[torch.Tensor]:
     """Yield shuffled batches forever, reshuffling at each epoch.
 
     Every batch has ``batch_size`` images, except when the data set itself is
     smaller: then each batch is the whole (shuffled) data set. The tail of an
     epoch that does not fill a batch is dropped; the next epoch's shuffle
-    covers it.
+    covers it. ``skip`` starts the stream after its first ``skip`` batches
+    (what a resumed run has already drawn) without building them.
 
     Raises
     ------
     ValueError
-        If ``images`` is empty or ``batch_size < 1``.
+        If ``images`` is empty, ``batch_size < 1`` or ``skip < 0``.
     """
     n = images.size(0)
     if n == 0:
         raise ValueError("Cannot draw batches from an empty data set.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if skip < 0:
+        raise ValueError(f"skip must be >= 0, got {skip}")
     rng = torch.Generator().manual_seed(seed)
     b = min(batch_size, n)
+    starts = range(0, n - b + 1, b)
+    epochs, first = divmod(skip, len(starts))
+    for _ in range(epochs):
+        torch.randperm(n, generator=rng)
     while True:
         order = torch.randperm(n, generator=rng)
-        for start in range(0, n - b + 1, b):
+        for start in starts[first:]:
             yield images[order[start:start + b]]
+        first = 0
 
 
 @dataclass

@@ -42,7 +42,13 @@ from flwr_gan.privacy.strategy import (
     find_guard,
     make_ledger,
 )
-from flwr_gan.runtime.checkpoint import CheckpointError, arrays_to_tensors, tensors_to_arrays
+from flwr_gan.runtime.checkpoint import (
+    CheckpointError,
+    arrays_to_tensors,
+    numpy_global_state,
+    set_numpy_global_state,
+    tensors_to_arrays,
+)
 from flwr_gan.runtime.experiment import Experiment
 from flwr_gan.runtime.records import (
     DISCRIMINATOR,
@@ -177,6 +183,8 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
                 guard.load_state_dict(state["privacy"]["guard"])
                 ledger.load_state_dict(state["privacy"]["ledger"])
             torch.set_rng_state(state["torch_rng"])
+            if "numpy_rng" in state:
+                set_numpy_global_state(state["numpy_rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"checkpoint {exp.out}: bad FL state ({err})") from err
         log.info("Resuming from %s at round %d", exp.out, exp.start)
@@ -223,6 +231,8 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
         if exp.checkpoint_due(r):
             extra = {} if guard is None or ledger is None else {"privacy": {
                 "guard": guard.state_dict(), "ledger": ledger.state_dict()}}
+            if s.privacy.dp != "none":  # the DP noise's stream (numpy's global RNG)
+                extra["numpy_rng"] = numpy_global_state()
             exp.save_checkpoint(r, {"arrays": arrays_to_tensors(current),
                                     "strategy": strategy.state_dict(),
                                     "torch_rng": torch.get_rng_state()} | extra)

@@ -42,6 +42,24 @@ def tensors_to_arrays(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: Array(t.numpy()) for k, t in tensors.items()})
 
 
+def numpy_global_state() -> dict[str, Any]:
+    """Return numpy's legacy global RNG state (what ``np.random.seed`` sets) as tensors.
+
+    Flower's DP wrappers draw their noise from it; a checkpoint keeps it so a
+    resumed run draws the noise an uninterrupted one would have drawn.
+    """
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    return {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def set_numpy_global_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`numpy_global_state`."""
+    keys = np.asarray(state["keys"].numpy(), dtype=np.uint32)
+    np.random.set_state((str(state["name"]), keys, int(state["pos"]),  # noqa: NPY002
+                         int(state["has_gauss"]), float(state["gauss"])))
+
+
 def save_state(path: str | Path, *, round_: int, state: Mapping[str, Any],
                config: Mapping[str, Any]) -> Path:
     """Write a checkpoint atomically (temp file, fsync, ``os.replace``).

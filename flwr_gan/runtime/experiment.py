@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from flwr_gan.config import ConfigError, Settings
@@ -117,10 +118,11 @@ class Experiment:
             from flwr_gan.metrics.evaluator import GeneratorEvaluator
 
             ev = self.settings.eval
-            self._evaluator = GeneratorEvaluator.for_dataset(
-                self.train, self.test, backend=ev.fid_backend,
-                n_real=min(ev.n_eval, len(self.test)), n_fake=ev.n_eval, seeds=ev.eval_seeds,
-                mode=ev.eval_mode, progress=self.settings.run.progress)
+            with torch.random.fork_rng(devices=[]):  # building extractors draws from torch's RNG
+                self._evaluator = GeneratorEvaluator.for_dataset(
+                    self.train, self.test, backend=ev.fid_backend,
+                    n_real=min(ev.n_eval, len(self.test)), n_fake=ev.n_eval,
+                    seeds=ev.eval_seeds, mode=ev.eval_mode, progress=self.settings.run.progress)
         return self._evaluator
 
     def due(self, step: int) -> bool:
@@ -141,9 +143,17 @@ class Experiment:
         plus ``fid_best``, ``fid_worst``,
         ``fid_std`` (over workers) and ``fid_workers`` (device key -> FID); the
         grid shows the first generator's samples.
+
+        Scoring leaves torch's global random state as it found it: how often a run
+        evaluates never changes what it trains, and a resumed run (whose evaluator is
+        built later) draws what an uninterrupted one draws.
         """
         if not self.evaluating or not generators:
             return {}
+        with torch.random.fork_rng(devices=[]):
+            return self._evaluate(step, generators)
+
+    def _evaluate(self, step: int, generators: Mapping[str, nn.Module]) -> dict[str, Any]:
         ev = self.evaluator()
         results, first = {}, None
         for key, gen in generators.items():
@@ -267,7 +277,7 @@ def prepare(settings: Settings, *, unit: str, total: int, federated: bool,
     resolved: dict[str, Any] = {"algorithm": settings.algorithm} | settings.to_dict() | {
         "loss": model.resolved_loss(), "latent_dim": gen.latent_dim,
         "image_shape": list(train.image_shape), "num_classes": train.num_classes,
-        "train_source": train.source, "train_size": len(train),
+        "train_source": train.source, "train_size": _train_size(settings, len(train)),
         "generator_params": count_parameters(gen),
         "discriminator_params": count_parameters(disc),
     } | dict(extra or {})
@@ -300,6 +310,12 @@ def check_same_run(saved: Mapping[str, Any], now: Mapping[str, Any], path: Path)
         shown = ", ".join(f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in diff[:4])
         raise CheckpointError(f"checkpoint {path} was written with other settings ({shown}); "
                               "resume with the same flags or choose another --out")
+
+
+def _train_size(settings: Settings, available: int) -> int:
+    """Images the run trains on: all, or the standalone baseline's ``--max-train`` subset."""
+    cap = int(settings.get("max_train")) if settings.has("max_train") else 0
+    return cap if 0 < cap < available else available
 
 
 def _both_nan(a: Any, b: Any) -> bool:
