@@ -88,7 +88,7 @@ def load_residual(context: Context, shapes: dict[str, tuple[int, ...]]
 def store_residual(context: Context, residual: dict[str, np.ndarray]) -> None:
     """Keep ``residual`` in ``context.state`` for the next upload."""
     context.state[RESIDUAL_KEY] = ArrayRecord(
-        {k: Array(np.ascontiguousarray(v, dtype=np.float32)) for k, v in residual.items()})
+        {k: Array(np.array(v, dtype=np.float32, order="C")) for k, v in residual.items()})
 
 
 def compress_reply(reply: Message, sent: ArrayRecord, context: Context, ratio: float,

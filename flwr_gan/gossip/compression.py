@@ -162,7 +162,7 @@ def worker_uploads(context: Context, config: Mapping[str, Any],
         ref.update(new)
         out[f"{kind}-out"] = upload
     context.state.array_records[STATE_REF] = ArrayRecord(
-        {k: Array(np.ascontiguousarray(v)) for k, v in ref.items()})
+        {k: Array(np.array(v, order="C")) for k, v in ref.items()})  # keeps 0-d arrays 0-d
     return out
 
 
