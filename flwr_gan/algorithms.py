@@ -152,7 +152,8 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
         _COMMON | {"standalone": StandaloneSettings},
         {"eval_every": 500, "checkpoint_every": 500, "out": "runs/standalone"}, "step",
         "steps", "flwr_gan.standalone:run_standalone_experiment",
-        hidden=frozenset({"partition", "partition_seed", "max_class", "max_samples", "alpha"})),
+        hidden=frozenset({"partition", "partition_seed", "max_class", "max_samples",
+                          "fegan_draw", "alpha"})),
 )}
 
 

@@ -76,6 +76,8 @@ def test_one_name_per_knob_across_families():
      "--data-dir '/no/such/folder' does not exist"),
     # the FeGAN engine cannot fill 176 devices with these settings: said before Ray starts
     (["simulate", "--max-class", "10", "--max-samples", "500"], "devices without samples"),
+    (["simulate", "--fegan-draw", "overlap"],
+     "--fegan-draw: 'overlap' is invalid: expected one of 'disjoint', 'shared'"),
 ])
 def test_usage_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
     out = tmp_path / "run"

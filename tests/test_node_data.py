@@ -28,6 +28,24 @@ def test_nodes_take_disjoint_parts_of_real_mnist():
     assert not set(part.indices[19].tolist()) & set(part.indices[3].tolist())
 
 
+def test_the_papers_shared_draw_reaches_the_nodes():
+    # FeGAN Table 1's (max_class, max_samples) = (10, 3000) on 80 devices: only the
+    # paper's shared draw builds it; nodes then hold overlapping images.
+    cfg = DataConfig(dataset="mnist", partition="fegan", max_class=10, max_samples=3000,
+                     fegan_draw="shared")
+    assert DataConfig.from_run_config(cfg.to_run_config()) == cfg
+    part = dataset_partition(cfg, 80)
+    last = node_training_data({"partition-id": 79, "num-partitions": 80}, cfg)
+    prev = node_training_data({"partition-id": 78, "num-partitions": 80}, cfg)
+    np.testing.assert_array_equal(last.class_counts(), part.histograms[79])
+    assert len(last) == part.sizes[79] > 3000
+    assert set(part.indices[79].tolist()) & set(part.indices[78].tolist())
+    assert len(prev) == part.sizes[78]
+    with pytest.raises(ValueError, match="devices without samples"):
+        dataset_partition(DataConfig(dataset="mnist", partition="fegan", max_class=10,
+                                     max_samples=3000), 80)
+
+
 def test_edge_node_uses_its_own_folder(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (12, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "mine.npz", x=x, y=np.arange(12) % 3)

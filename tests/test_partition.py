@@ -39,8 +39,9 @@ def small_labels() -> np.ndarray:
     return np.random.default_rng(7).permutation(labels)
 
 
-def check_consistent(p: Partition, labels: np.ndarray, num_classes: int) -> None:
-    """Invariants every partition must satisfy."""
+def check_consistent(p: Partition, labels: np.ndarray, num_classes: int,
+                     shared: bool = False) -> None:
+    """Invariants every partition must satisfy (``shared``: devices may share rows)."""
     assert isinstance(p.indices, tuple)
     assert p.num_clients == len(p.indices)
     assert p.histograms.dtype == np.int64
@@ -54,7 +55,8 @@ def check_consistent(p: Partition, labels: np.ndarray, num_classes: int) -> None
         assert idx.size == 0 or (idx.min() >= 0 and idx.max() < len(labels))
         np.testing.assert_array_equal(np.bincount(labels[idx], minlength=num_classes), hist)
     everything = np.concatenate(p.indices)
-    assert len(np.unique(everything)) == len(everything), "a sample was assigned twice"
+    if not shared:
+        assert len(np.unique(everything)) == len(everything), "a sample was assigned twice"
 
 
 def same(a: Partition, b: Partition) -> bool:
@@ -162,8 +164,59 @@ def test_fegan_runs_short_takes_what_is_left():
 
 
 def test_fegan_empty_device_raises_with_advice(mnist_labels):
-    with pytest.raises(ValueError, match=r"devices without samples.*Lower max_samples"):
+    with pytest.raises(ValueError, match=r"devices without samples.*--fegan-draw shared.*"
+                                         r"lower max_samples"):
         partition_fegan(mnist_labels, 176, max_class=10, max_samples=3000, seed=0)
+
+
+@pytest.mark.parametrize(("n", "max_class", "max_samples"),
+                         [(80, 10, 3000), (176, 10, 3000), (176, 3, 50), (20, 10, 2000)])
+def test_fegan_shared_draw_builds_the_papers_table_1_settings(mnist_labels, n, max_class,
+                                                              max_samples):
+    # (80, 10, 3000) is the paper's Table 1 setting the disjoint draw cannot build.
+    p = partition_fegan(mnist_labels, n, max_class=max_class, max_samples=max_samples, seed=3,
+                        draw="shared")
+    check_consistent(p, mnist_labels, 10, shared=True)
+    assert p.sizes.min() >= 1
+    for k, hist in enumerate(p.histograms):
+        class_cap, sample_cap = fegan_bounds(k + 1, n, max_class, max_samples)
+        assert np.count_nonzero(hist) <= class_cap
+        assert hist.max() <= min(sample_cap, max(MNIST_TRAIN_COUNTS))
+    if max_samples >= 2000:  # big draws: later devices overlap, unlike the disjoint draw
+        everything = np.concatenate(p.indices)
+        assert len(np.unique(everything)) < len(everything)
+        assert p.sizes.sum() > 60000 or n < 80  # more rows handed out than exist
+
+
+def test_fegan_disjoint_cannot_build_what_shared_can(mnist_labels):
+    with pytest.raises(ValueError, match="devices without samples"):
+        partition_fegan(mnist_labels, 80, max_class=10, max_samples=3000, seed=3)
+    p = make_partition("fegan", mnist_labels, 80, seed=3, max_class=10, max_samples=3000,
+                       draw="shared")
+    assert p.num_clients == 80 and p.sizes.min() >= 1
+
+
+def test_fegan_shared_draw_is_uniform_within_a_class():
+    # One class of 10 rows, devices asking for 3 at most: every row equally likely.
+    labels = np.zeros(10, dtype=np.int64)
+    counts = np.zeros(10)
+    for seed in range(300):
+        p = partition_fegan(labels, 4, max_class=1, max_samples=12, seed=seed, draw="shared")
+        for idx in p.indices:
+            counts[idx] += 1
+    assert counts.min() > 0.7 * counts.mean() and counts.max() < 1.3 * counts.mean()
+
+
+def test_fegan_shared_gives_a_small_class_whole():
+    labels = np.array([0, 0, 0] + [1] * 50)
+    p = partition_fegan(labels, 3, max_class=2, max_samples=100, seed=1, draw="shared")
+    check_consistent(p, labels, 2, shared=True)
+    assert p.histograms[:, 0].max() <= 3
+
+
+def test_fegan_bad_draw(small_labels):
+    with pytest.raises(ValueError, match=r"draw must be one of \('disjoint', 'shared'\)"):
+        partition_fegan(small_labels, 10, max_class=3, max_samples=10, draw="overlap")
 
 
 def test_fegan_deterministic_by_seed(mnist_labels):

@@ -24,6 +24,7 @@ from typing import Any
 
 from flwr_gan.config import ConfigValue, knob, read_group
 from flwr_gan.data import ImageDataset, Partition, load_dataset, make_partition
+from flwr_gan.data.partition import FEGAN_DRAWS
 
 PARTITIONS = ("iid", "fegan", "dirichlet")
 
@@ -44,6 +45,9 @@ class DataConfig:
         Seed of the partition (the same on every node).
     max_class, max_samples : int
         FeGAN engine parameters (``partition = "fegan"``).
+    fegan_draw : str
+        FeGAN engine: ``disjoint`` (no image on two devices) or ``shared`` (the
+        paper's text: each device draws from the whole data set).
     alpha : float
         Dirichlet concentration (``partition = "dirichlet"``).
     """
@@ -57,6 +61,9 @@ class DataConfig:
     partition_seed: int = knob(0, "seed of the partition", ge=0)
     max_class: int = knob(3, "FeGAN engine: most classes on one device", ge=1)
     max_samples: int = knob(500, "FeGAN engine: most samples per class on one device", ge=1)
+    fegan_draw: str = knob("disjoint", "FeGAN engine: disjoint (no image on two devices) or "
+                           "shared (the paper's text: every device draws from the whole data "
+                           "set, so devices may hold the same images)", choices=FEGAN_DRAWS)
     alpha: float = knob(0.5, "Dirichlet concentration (smaller: less iid)", gt=0)
 
     @classmethod
@@ -77,7 +84,8 @@ class DataConfig:
     def partition_params(self) -> dict[str, Any]:
         """Keyword arguments of :func:`flwr_gan.data.make_partition` for this scheme."""
         if self.partition == "fegan":
-            return {"max_class": self.max_class, "max_samples": self.max_samples}
+            return {"max_class": self.max_class, "max_samples": self.max_samples,
+                    "draw": self.fegan_draw}
         if self.partition == "dirichlet":
             return {"alpha": self.alpha}
         return {}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "FEGAN_DRAWS",
     "PARTITION_SCHEMES",
     "Partition",
     "make_partition",
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 PARTITION_SCHEMES: tuple[str, ...] = ("iid", "fegan", "dirichlet")
+#: How the FeGAN engine draws a device's samples of a class (see :func:`partition_fegan`).
+FEGAN_DRAWS: tuple[str, ...] = ("disjoint", "shared")
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -37,7 +40,8 @@ class Partition:
     ----------
     indices : tuple of numpy.ndarray
         Per client, sorted ``int64`` row indices into the dataset. No row appears in
-        two clients; schemes may leave rows unassigned (``"fegan"`` does).
+        two clients, except with the FeGAN engine's ``shared`` draw; schemes may leave
+        rows unassigned (``"fegan"`` does).
     histograms : numpy.ndarray
         ``int64`` array of shape ``(num_clients, num_classes)``: per-client class counts.
     scheme : str
@@ -110,6 +114,7 @@ def partition_fegan(
     max_samples: int,
     seed: int = 0,
     num_classes: int | None = None,
+    draw: str = "disjoint",
 ) -> Partition:
     r"""Non-iid split by the FeGAN paper's engine (Guerraoui et al., Middleware 2020, §4).
 
@@ -121,24 +126,30 @@ def partition_fegan(
     * for each chosen class independently,
       :math:`r_s \sim U\{1, \dots, \max(1, \lfloor \min(i^2,
       \text{max\_samples} \cdot i / n) \rfloor)\}` samples of that class, drawn
-      uniformly without replacement from the class's not-yet-assigned rows.
+      uniformly without replacement from
 
-    So later devices hold more classes and more samples, and no row is given to two
-    devices. Rows nobody draws stay unassigned (the paper's engine does not cover the
-    dataset).
+      - ``draw="shared"`` (the paper's text: every device draws from the whole data
+        set, independently of the others): all the class's rows, so two devices may
+        hold the same image; a class with fewer than :math:`r_s` rows gives them all;
+      - ``draw="disjoint"``: the class's rows no earlier device took, so no row is
+        given to two devices; if fewer than :math:`r_s` are left the device takes what
+        is left (possibly nothing; the class still counts as drawn).
 
-    Choices where the paper is silent:
+    So later devices hold more classes and more samples. Rows nobody draws stay
+    unassigned (the engine does not cover the data set). The disjoint draw runs out of
+    rows when ``num_clients * max_class * max_samples`` is large against the data set
+    (the paper's Table 1 settings on MNIST); the shared draw never does.
 
-    * if a chosen class has fewer unassigned rows than :math:`r_s`, the device takes
-      what is left (possibly nothing); the class still counts as drawn;
-    * if any device ends with no rows at all, a :class:`ValueError` names those
-      devices instead of returning empty clients.
+    If any device ends with no rows at all (only possible with ``disjoint``, or a class
+    absent from ``labels``), a :class:`ValueError` names those devices instead of
+    returning empty clients.
 
     The FeGAN reference code (``LPD-EPFL/FeGAN``, ``datasets.py``) differs in details:
     its class count is deterministic (``int(rank * 200 / workers) + 1``, capped at the
     number of classes), its per-class caps use ``randint(1, rank**2)`` with a
     ``magic_num`` limit, each worker takes the *first* matching samples in dataset order,
-    and workers may share samples. We follow the paper's description instead.
+    and workers may share samples (as in ``shared``, but every worker holding a class
+    starts from the same rows). We follow the paper's description instead.
 
     Parameters
     ----------
@@ -154,6 +165,8 @@ def partition_fegan(
         Seed of :func:`numpy.random.default_rng`.
     num_classes : int, optional
         Number of classes; default ``labels.max() + 1``.
+    draw : {"disjoint", "shared"}
+        Whether devices may share rows (above).
 
     Returns
     -------
@@ -174,6 +187,9 @@ def partition_fegan(
         raise ValueError(f"max_class must be in [1, num_classes={num_classes}], got {max_class}")
     if max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    if draw not in FEGAN_DRAWS:
+        raise ValueError(f"draw must be one of {FEGAN_DRAWS}, got {draw!r}")
+    shared = draw == "shared"
 
     rng = np.random.default_rng(seed)
     # Shuffling each class once and consuming it front to back is the same as drawing
@@ -188,6 +204,10 @@ def partition_fegan(
         chunks = []
         for c in rng.choice(num_classes, size=num_drawn, replace=False):
             take = int(rng.integers(1, sample_cap + 1))
+            if shared:
+                chunks.append(rng.choice(pools[c], size=min(take, len(pools[c])),
+                                         replace=False))
+                continue
             start = used[c]
             stop = min(start + take, len(pools[c]))
             chunks.append(pools[c][start:stop])
@@ -200,7 +220,8 @@ def partition_fegan(
         raise ValueError(
             f"FeGAN partition left {len(empty)} of {n} devices without samples (devices "
             f"i = {shown}): the classes they drew were already used up by earlier devices. "
-            f"Lower max_samples (now {max_samples}) or num_clients, or use a larger "
+            f"Use the paper's shared draw (--fegan-draw shared: devices may hold the same "
+            f"images), lower max_samples (now {max_samples}) or num_clients, or use a larger "
             f"dataset: the engine requests roughly max_class * max_samples * "
             f"num_clients / 12 = {max_class * max_samples * n // 12} rows in total, "
             f"the labels have {len(labels)}."
@@ -332,8 +353,9 @@ def make_partition(
     num_classes : int, optional
         Number of classes; default ``labels.max() + 1``.
     **params
-        Scheme parameters: none for ``"iid"``; ``max_class`` and ``max_samples`` for
-        ``"fegan"``; ``alpha`` and optionally ``min_partition_size`` for
+        Scheme parameters: none for ``"iid"``; ``max_class``, ``max_samples`` and
+        optionally ``draw`` for ``"fegan"``; ``alpha`` and optionally
+        ``min_partition_size`` for
         ``"dirichlet"``.
 
     Returns
@@ -353,7 +375,7 @@ def make_partition(
         "fegan": {"max_class", "max_samples"},
         "dirichlet": {"alpha"},
     }
-    optional: dict[str, set[str]] = {"dirichlet": {"min_partition_size"}}
+    optional: dict[str, set[str]] = {"dirichlet": {"min_partition_size"}, "fegan": {"draw"}}
     if key not in required:
         raise ValueError(f"unknown partition scheme {scheme!r}; choose one of {PARTITION_SCHEMES}")
     missing = required[key] - params.keys()
@@ -379,6 +401,7 @@ def make_partition(
             max_samples=params["max_samples"],
             seed=seed,
             num_classes=num_classes,
+            draw=params.get("draw", "disjoint"),
         )
     return partition_dirichlet(
         labels,
