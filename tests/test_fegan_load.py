@@ -56,3 +56,11 @@ def test_duplicate_device_keys_and_natural_order():
     assert [d.key for d in order_devices([a, b])] == ["partition-9", "partition-10"]
     with pytest.raises(MetadataError, match="both report"):
         order_devices([a, parse_metadata(3, good(**{"device-key": "partition-10"}), 3)])
+
+
+def test_processed_load_counts_the_images_a_small_device_really_uses():
+    load = Load(batch_size=50, local_steps=30)
+    assert load.units == 1500
+    assert load.processed(20) == 20 * 30  # a batch is the whole 20-image set
+    assert load.processed(50) == load.processed(5000) == 1500
+    assert load.processed(0) == 0

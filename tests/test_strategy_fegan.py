@@ -60,8 +60,11 @@ def test_aggregation_uses_kl_weights_times_load_of_the_nodes_that_replied():
     replied = [0, 2, 3]  # 102 never answers
     loads = assign_loads([Capabilities(1000, 1), Capabilities(1000, 1), Capabilities(1000, 1),
                           Capabilities(250, 0.25)], batch_size=50, local_steps=30)
-    w = combine_weights(kl_weights(scores[replied], "linear"),
-                        [loads[i].units for i in replied])
+    # every device here holds fewer images than its batch: it trains on all of them,
+    # min(B_k, n_k) * E_k images per step, and is weighted by that, not by B_k * E_k
+    processed = [loads[i].processed(sum(counts[i])) for i in replied]
+    assert processed == [40 * 30, 30 * 30, 10 * 15]
+    w = combine_weights(kl_weights(scores[replied], "linear"), processed)
     expected = float(np.dot(w, [101, 103, 104]))
     np.testing.assert_allclose(result.arrays["generator.w"].numpy(), expected, rtol=1e-6)
     rec = strategy.history[0]

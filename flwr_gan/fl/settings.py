@@ -30,7 +30,8 @@ class FeGANSettings:
                          choices=SAMPLINGS)
     weighting: str = knob("exp", "KL weighting scheme (paper w=0: none)", choices=SCHEMES)
     dirac_threshold: float = knob(0.5, "cut-off of the dirac weighting scheme", ge=0)
-    load_weighting: bool = knob(True, "multiply weights by the assigned load B_k*E_k")
+    load_weighting: bool = knob(True, "multiply weights by the load each device trained on, "
+                                "min(B_k, n_k)*E_k")
     min_load_fraction: float = knob(0.5, "weakest devices get at least this fraction of B "
                                     "and E", gt=0, le=1)
     weak_fraction: float = knob(0.0, "emulated heterogeneity: fraction of devices reporting "

@@ -80,7 +80,8 @@ class FeGAN(FLGAN):
     dirac_threshold : float (default: 0.5)
         Cut-off of the ``dirac`` scheme.
     load_weighting : bool (default: True)
-        Multiply aggregation weights by the assigned load ``B_k * E_k``.
+        Multiply aggregation weights by the load each device trained on,
+        ``min(B_k, n_k) * E_k`` (``n_k``: its data size).
     min_load_fraction : float (default: 0.5)
         Weakest devices still get this fraction of ``B`` and ``E``.
     num_classes : int, optional
@@ -196,13 +197,19 @@ class FeGAN(FLGAN):
         return out
 
     def aggregation_weights(self, node_ids: list[int]) -> np.ndarray:
-        """KL weights of the given (replying) devices times their loads, normalised."""
-        assert self.scores is not None
+        """KL weights of the given (replying) devices times their loads, normalised.
+
+        A device's load is what it trained on, ``min(B_k, n_k) * E_k``
+        (:meth:`~flwr_gan.strategy.load.Load.processed`), from its reported data size.
+        """
+        assert self.scores is not None and self.devices is not None
         index = self._index()
         scores = [float(self.scores[index[n]]) if n in index else 0.0 for n in node_ids]
         w = kl_weights(scores, self.weighting, threshold=self.dirac_threshold)
         if self.load_weighting:
-            w = combine_weights(w, [self.load_of(n).units for n in node_ids])
+            w = combine_weights(w, [
+                self.load_of(n).processed(self.devices[index[n]].num_examples)
+                if n in index else self.load_of(n).units for n in node_ids])
         return w
 
     def _weights(self, node_ids: list[int], metrics: list[MetricRecord]) -> np.ndarray:

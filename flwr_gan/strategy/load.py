@@ -16,7 +16,12 @@ local steps ``E_k`` with a linear rule, fixed for the whole run:
 
 A device that reports nothing (or a non-positive value) is treated as a
 reference device. The aggregation weight of a device is then multiplied by
-its load ``B_k * E_k``.
+the load it really trained on, :meth:`Load.processed`: ``min(B_k, n_k) * E_k``
+images per discriminator step, ``n_k`` being its data size. A device holding
+fewer images than its batch trains on its whole set at every step (see
+:func:`flwr_gan.core.training.infinite_batches`), so counting it at ``B_k``
+would overweight it (20 images counted as 50); the FeGAN paper says "load",
+the reference code weights by the assigned batch size.
 """
 
 from __future__ import annotations
@@ -61,8 +66,15 @@ class Load:
 
     @property
     def units(self) -> int:
-        """``B_k * E_k``: the weight factor of the device's update."""
+        """``B_k * E_k``: the assigned load."""
         return self.batch_size * self.local_steps
+
+    def processed(self, num_examples: int) -> int:
+        """``min(B_k, n_k) * E_k``: the images a device with ``n_k`` images trains on.
+
+        The weight factor of the device's update (per discriminator step).
+        """
+        return min(self.batch_size, max(int(num_examples), 0)) * self.local_steps
 
 
 def _scaled(full: int, value: float, reference: float, min_fraction: float) -> int:

@@ -19,7 +19,8 @@
       uniform weights (KL weighting off, the paper's ``w = 0``).
 
 * :func:`combine_weights` -- paper §3.4: KL weights multiplied by each device's
-  assigned load, renormalised.
+  load (what it trained on, :meth:`flwr_gan.strategy.load.Load.processed`),
+  renormalised.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def kl_weights(scores: Sequence[float] | np.ndarray, scheme: str = "exp", *,
 
 def combine_weights(kl_w: Sequence[float] | np.ndarray,
                     loads: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Multiply KL weights by assigned loads (batch size x local steps) and renormalise."""
+    """Multiply KL weights by loads (images trained on per D step) and renormalise."""
     a = np.asarray(kl_w, dtype=np.float64)
     b = np.asarray(loads, dtype=np.float64)
     if a.shape != b.shape:
