@@ -59,14 +59,7 @@ from flwr_gan.strategy.aggregate import (
     weighted_average,
     wire_nbytes,
 )
-from flwr_gan.strategy.metadata import (
-    MESSAGE_TYPE,
-    METADATA_KEY,
-    DeviceInfo,
-    MetadataError,
-    order_devices,
-    parse_metadata,
-)
+from flwr_gan.strategy.metadata import DeviceInfo, MetadataError, query_metadata
 from flwr_gan.strategy.robust import RobustAggregation, aggregate_with_flower
 from flwr_gan.strategy.sampling import random_sample, round_size
 from flwr_gan.strategy.weighting import kl_divergence
@@ -268,52 +261,21 @@ class FLGAN(FedAvg):
         """
         nodes = self._wait_for_nodes(grid, self.min_available_nodes)
         started = time.perf_counter()
-        messages = [
-            Message(RecordDict({self.configrecord_key: ConfigRecord({"server-round": 0})}),
-                    message_type=MESSAGE_TYPE, dst_node_id=nid)
-            for nid in nodes
-        ]
-        bytes_down = sum(content_nbytes(m.content) for m in messages)
-        replies = list(grid.send_and_receive(messages, timeout=self.metadata_timeout))
-        sent_to = destinations(messages)
-        raw: dict[int, Any] = {}
-        bytes_up = 0
-        for reply in replies:
-            nid = sender(reply, sent_to)
-            if reply.has_error():
-                self.excluded[nid] = f"metadata query failed: {reply.error.reason}"
-                continue
-            bytes_up += content_nbytes(reply.content)
-            record = reply.content.config_records.get(METADATA_KEY)
-            if record is None:
-                self.excluded[nid] = f"reply has no {METADATA_KEY!r} ConfigRecord"
-                continue
-            raw[nid] = record
-        for nid in set(nodes) - {sender(r, sent_to) for r in replies}:
-            self.excluded[nid] = "no metadata reply before the timeout"
-        expected = self.num_classes
-        if expected is None:
-            lengths = [len(cc) for r in raw.values()
-                       if isinstance(cc := r.get("class-counts"), list)]
-            expected = max(set(lengths), key=lengths.count) if lengths else None
-        devices = []
-        for nid, record in raw.items():
-            try:
-                devices.append(parse_metadata(nid, record, expected))
-            except MetadataError as err:
-                self.excluded[nid] = str(err)
+        got = query_metadata(grid, nodes, config_key=self.configrecord_key,
+                             timeout=self.metadata_timeout, num_classes=self.num_classes)
+        self.excluded.update(got.excluded)
         for nid, reason in sorted(self.excluded.items()):
             log(WARNING, "Excluding node %d from training: %s", nid, reason)
-        if not devices:
+        if not got.devices:
             raise MetadataError(
                 f"none of the {len(nodes)} nodes returned usable metadata; reasons: "
                 f"{sorted(set(self.excluded.values()))[:5]}"
             )
-        self.devices = order_devices(devices)
+        self.devices = got.devices
         self.seen = SeenData([d.class_counts for d in self.devices])
         self.metadata_telemetry = {
             "nodes": len(nodes), "devices": len(self.devices), "excluded": dict(self.excluded),
-            "bytes_down": bytes_down, "bytes_up": bytes_up,
+            "bytes_down": got.bytes_down, "bytes_up": got.bytes_up,
             "wall_s": time.perf_counter() - started,
         }
         log(INFO, "Metadata: %d devices usable, %d excluded, %d samples in %d classes",

@@ -23,9 +23,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from flwr_gan.runtime.telemetry import content_nbytes
+from flwr_gan.strategy.aggregate import destinations, sender
 from flwr_gan.strategy.load import Capabilities
 
 METADATA_KEY = "metadata"
@@ -119,6 +124,73 @@ def parse_metadata(node_id: int, record: Mapping[str, Any], num_classes: int | N
         caps.append(float(value))
     key = str(record.get("device-key", "")) or f"node-{node_id}"
     return DeviceInfo(node_id, key, tuple(counts), Capabilities(caps[0], caps[1]))
+
+
+@dataclass
+class MetadataRound:
+    """What one metadata query returned (see :func:`query_metadata`).
+
+    Attributes
+    ----------
+    devices : list of DeviceInfo
+        The usable devices, in :func:`order_devices` order.
+    excluded : dict
+        Node id -> why it was left out (error, no reply, invalid metadata).
+    bytes_down, bytes_up : int
+        Serialized bytes of the queries and of the replies.
+    """
+
+    devices: list[DeviceInfo] = field(default_factory=list)
+    excluded: dict[int, str] = field(default_factory=dict)
+    bytes_down: int = 0
+    bytes_up: int = 0
+
+
+def query_metadata(grid: Grid, nodes: list[int], *, config_key: str, timeout: float | None,
+                   num_classes: int | None) -> MetadataRound:
+    """Ask ``nodes`` for their metadata (``query.metadata``) and validate every reply.
+
+    A reply is attributed to the node its message was sent to
+    (:func:`~flwr_gan.strategy.aggregate.sender`). With ``num_classes=None`` the
+    expected number of class counts is the most common length reported.
+
+    Raises
+    ------
+    MetadataError
+        If two nodes report the same device key.
+    """
+    out = MetadataRound()
+    messages = [Message(RecordDict({config_key: ConfigRecord({"server-round": 0})}),
+                        message_type=MESSAGE_TYPE, dst_node_id=nid) for nid in nodes]
+    out.bytes_down = sum(content_nbytes(m.content) for m in messages)
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    sent_to = destinations(messages)
+    raw: dict[int, Any] = {}
+    for reply in replies:
+        nid = sender(reply, sent_to)
+        if reply.has_error():
+            out.excluded[nid] = f"metadata query failed: {reply.error.reason}"
+            continue
+        out.bytes_up += content_nbytes(reply.content)
+        record = reply.content.config_records.get(METADATA_KEY)
+        if record is None:
+            out.excluded[nid] = f"reply has no {METADATA_KEY!r} ConfigRecord"
+            continue
+        raw[nid] = record
+    for nid in set(nodes) - {sender(r, sent_to) for r in replies}:
+        out.excluded[nid] = "no metadata reply before the timeout"
+    expected = num_classes
+    if expected is None:
+        lengths = [len(cc) for r in raw.values() if isinstance(cc := r.get("class-counts"), list)]
+        expected = max(set(lengths), key=lengths.count) if lengths else None
+    devices = []
+    for nid, record in raw.items():
+        try:
+            devices.append(parse_metadata(nid, record, expected))
+        except MetadataError as err:
+            out.excluded[nid] = str(err)
+    out.devices = order_devices(devices)
+    return out
 
 
 def _natural(key: str) -> list[Any]:
