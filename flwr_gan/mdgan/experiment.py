@@ -51,22 +51,21 @@ def server_state(server: MDGANServer) -> dict[str, Any]:
     }
 
 
-def worker_states(server: MDGANServer) -> dict[str, dict[str, Any]]:
+def worker_states(server: MDGANServer, iteration: int) -> dict[str, dict[str, Any]]:
     """Fetch every live worker's discriminator, Adam state and counters.
 
-    Raises
-    ------
-    RuntimeError
-        If a live worker does not answer: a checkpoint without it could not be resumed.
+    A worker that does not answer has left the run: it is dropped (an event, as in an
+    iteration) and the checkpoint is written without it.
     """
     relay = server.relay
-    msgs = [relay.message(n, STATE_TYPE, RecordDict({"config": ConfigRecord({})}), "state")
-            for n in server.alive]
+    msgs = [relay.message(n, STATE_TYPE, RecordDict({"config": ConfigRecord({})}),
+                          f"state-{iteration}") for n in server.alive]
     out: dict[str, dict[str, Any]] = {}
     for reply in relay.exchange(msgs):
         if not reply.ok:
-            raise RuntimeError(f"worker {server.key(reply.node)} did not send its state for "
-                               f"the checkpoint: {reply.reason}")
+            server.pending_disc.pop(reply.node, None)
+            server.drop(reply.node, reply.reason, iteration)
+            continue
         c = reply.content
         out[server.key(reply.node)] = {
             name: arrays_to_tensors(c.array_records[name]) for name in c.array_records
@@ -133,8 +132,8 @@ def run_mdgan_experiment(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
         exp.log(record)
         it = int(record["round"])
         if it > 0 and exp.checkpoint_due(it):
-            exp.save_checkpoint(it, {"server": server_state(server),
-                                     "workers": worker_states(server)})
+            workers = worker_states(server, it)  # first: a worker may drop
+            exp.save_checkpoint(it, {"server": server_state(server), "workers": workers})
 
     server.record_fn = on_record
     server.connect()
