@@ -26,6 +26,7 @@ from flwr_gan.gossip.experiment import run_gossip_experiment
 from flwr_gan.runtime.checkpoint import CheckpointError, load_checkpoint, save_state
 from flwr_gan.runtime.experiment import prepare
 from flwr_gan.runtime.rundir import read_metrics, untimed
+from tests.crash import run_until_killed
 from tests.mdgan_fakes import FakeGrid, set_task_identity
 
 KEYS = {"partition-0", "partition-1", "partition-2"}
@@ -45,10 +46,6 @@ def _failing(what: str, at_round: int, key: str = "partition-1") -> ClientApp:
     return register_handlers(ClientApp(mods=[mod]))
 
 
-class _KilledError(Exception):
-    """Stands for a kill -9 right after a checkpoint was written."""
-
-
 def _run(out: Path, rounds: int, seed_ids: int, apps: list[ClientApp] | None = None,
          crash_at: int = 0, **over: Any) -> list[dict[str, Any]]:
     base = dict(num_clients=3, rounds=rounds, local_steps=2, batch_size=8, variant="ddl_ind",
@@ -59,21 +56,7 @@ def _run(out: Path, rounds: int, seed_ids: int, apps: list[ClientApp] | None = N
     ids = random.Random(seed_ids).sample(range(1, 2**62), 3)
     grid = FakeGrid(apps or [device_app() for _ in range(3)], node_ids=ids,
                     run_config=s.to_run_config())
-    save = exp.save_checkpoint
-
-    def save_then_die(step: int, state: Any) -> Path:
-        path = save(step, state)
-        if step == crash_at:
-            raise _KilledError
-        return path
-
-    exp.save_checkpoint = save_then_die  # type: ignore[method-assign]
-    try:
-        return run_gossip_experiment(grid, exp)
-    except _KilledError:
-        return []
-    finally:
-        exp.close()
+    return run_until_killed(exp, crash_at, lambda: run_gossip_experiment(grid, exp))
 
 
 @pytest.fixture(autouse=True)

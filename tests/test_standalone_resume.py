@@ -19,10 +19,7 @@ from flwr_gan.runtime.checkpoint import CheckpointError, load_checkpoint, save_s
 from flwr_gan.runtime.experiment import prepare
 from flwr_gan.runtime.rundir import read_metrics, untimed
 from flwr_gan.standalone import run_standalone_experiment
-
-
-class _KilledError(Exception):
-    """Stands for a kill -9 right after a checkpoint was written."""
+from tests.crash import run_until_killed
 
 
 def _run(out: Path, steps: int, crash_at: int = 0, **over: Any) -> list[dict[str, Any]]:
@@ -30,21 +27,7 @@ def _run(out: Path, steps: int, crash_at: int = 0, **over: Any) -> list[dict[str
                 n_eval=200, eval_seeds=1, max_train=1000, out=str(out), progress=False, seed=4)
     exp = prepare(make_settings("standalone", **(base | over)), unit="step", total=steps,
                   federated=False)
-    save = exp.save_checkpoint
-
-    def save_then_die(step: int, state: Any) -> Path:
-        path = save(step, state)
-        if step == crash_at:
-            raise _KilledError
-        return path
-
-    exp.save_checkpoint = save_then_die  # type: ignore[method-assign]
-    try:
-        return run_standalone_experiment(None, exp)
-    except _KilledError:
-        return []
-    finally:
-        exp.close()
+    return run_until_killed(exp, crash_at, lambda: run_standalone_experiment(None, exp))
 
 
 @pytest.fixture(autouse=True)

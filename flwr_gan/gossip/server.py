@@ -177,16 +177,14 @@ class GossipServer(RelayLoop):
 
     # -- one round -----------------------------------------------------------
 
-    def leave(self, node: int, reason: str, round_: int) -> tuple[dict[str, Any], int]:
-        """Drop a worker: its queued models and references go; return why and how many."""
-        discarded = len(self.pending.pop(node, []))
+    def forget(self, node: int) -> None:
+        """Discard the models queued for a worker that left, and its AdaComp references."""
+        self.pending.pop(node, None)
         self.uploads.forget(node)
-        return self.drop(node, reason, round_), discarded
 
     def _drop(self, node: int, reason: str, round_: int, rnd: _Round) -> None:
-        info, discarded = self.leave(node, reason, round_)
-        rnd.discarded += discarded
-        rnd.dropped.append(info)
+        rnd.discarded += len(self.pending.get(node, []))
+        rnd.dropped.append(self.leave(node, reason, round_))
 
     def _wave(self, round_: int, nodes: list[int], rnd: _Round, *, send: str,
               merge_only: bool) -> list[Reply]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import RecordDict
 
 from flwr_gan.gossip.client import RESTORE_TYPE, STATE_TYPE
 from flwr_gan.gossip.server import GossipServer
@@ -49,20 +49,12 @@ def server_state(server: GossipServer) -> dict[str, Any]:
 def worker_states(server: GossipServer, round_: int) -> dict[str, dict[str, Any]]:
     """Fetch every live worker's learning state (``query.gossip_state``).
 
-    A worker that does not answer has left the run: it is dropped (an event, as
-    in a round) and the checkpoint is written without it.
+    A worker that does not answer has left the run: it is dropped (an event, as in a
+    round) and the checkpoint is written without it.
     """
-    relay = server.relay
-    msgs = [relay.message(n, STATE_TYPE, RecordDict({"config": ConfigRecord({})}),
-                          f"state-{round_}") for n in server.alive]
-    out: dict[str, dict[str, Any]] = {}
-    for reply in relay.exchange(msgs):
-        if not reply.ok:
-            server.leave(reply.node, reply.reason, round_)
-            continue
-        out[server.key(reply.node)] = {name: arrays_to_tensors(record)
-                                       for name, record in reply.content.array_records.items()}
-    return out
+    return {key: {name: arrays_to_tensors(record)
+                  for name, record in content.array_records.items()}
+            for key, content in server.collect_states(STATE_TYPE, round_).items()}
 
 
 def checkpoint_state(server: GossipServer, round_: int) -> dict[str, Any]:
@@ -80,11 +72,7 @@ def restore(server: GossipServer, state: dict[str, Any]) -> None:
         If the saved state is malformed, or a saved worker is not connected.
     """
     srv, workers = state["server"], state["workers"]
-    node_of = {server.key(n): n for n in server.alive}
-    missing = sorted(set(srv["alive"]) - set(node_of))
-    if missing:
-        raise CheckpointError(f"cannot resume: workers {missing[:5]} of the checkpoint are not "
-                              "connected (same --num-clients and data settings?)")
+    node_of = server.match_saved(list(srv["alive"]))
     try:
         server.rng.bit_generator.state = srv["peer_rng"]
         server.uploads.load_state({"refs": srv["refs"], "resync": srv["resync"]}, node_of)
@@ -95,18 +83,13 @@ def restore(server: GossipServer, state: dict[str, Any]) -> None:
         server.eval_keys = [str(k) for k in srv["eval_keys"]]
         server.events = list(srv["events"])
         server.wall_s, server.virtual_s = (float(v) for v in srv["totals"])
-        msgs = []
-        for key in srv["alive"]:
-            content = RecordDict({name: tensors_to_arrays(tensors)
-                                  for name, tensors in workers[key].items()})
-            msgs.append(server.relay.message(node_of[key], RESTORE_TYPE, content, "restore"))
+        contents = {key: RecordDict({name: tensors_to_arrays(tensors)
+                                     for name, tensors in workers[key].items()})
+                    for key in srv["alive"]}
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint: bad Gossip GAN state ({type(err).__name__}: "
                               f"{err})") from err
-    for reply in server.relay.exchange(msgs):
-        if not reply.ok:
-            raise CheckpointError(f"worker {server.key(reply.node)} could not restore its "
-                                  f"state: {reply.reason}")
+    server.restore_states(RESTORE_TYPE, contents, node_of)
 
 
 __all__ = ["checkpoint_state", "restore", "server_state", "worker_states"]

@@ -57,20 +57,9 @@ def worker_states(server: MDGANServer, iteration: int) -> dict[str, dict[str, An
     A worker that does not answer has left the run: it is dropped (an event, as in an
     iteration) and the checkpoint is written without it.
     """
-    relay = server.relay
-    msgs = [relay.message(n, STATE_TYPE, RecordDict({"config": ConfigRecord({})}),
-                          f"state-{iteration}") for n in server.alive]
-    out: dict[str, dict[str, Any]] = {}
-    for reply in relay.exchange(msgs):
-        if not reply.ok:
-            server.pending_disc.pop(reply.node, None)
-            server.drop(reply.node, reply.reason, iteration)
-            continue
-        c = reply.content
-        out[server.key(reply.node)] = {
-            name: arrays_to_tensors(c.array_records[name]) for name in c.array_records
-        } | {"meta": dict(c.config_records["meta"])}
-    return out
+    return {key: {name: arrays_to_tensors(c.array_records[name]) for name in c.array_records}
+            | {"meta": dict(c.config_records["meta"])}
+            for key, c in server.collect_states(STATE_TYPE, iteration).items()}
 
 
 def restore(server: MDGANServer, state: dict[str, Any]) -> None:
@@ -82,11 +71,7 @@ def restore(server: MDGANServer, state: dict[str, Any]) -> None:
         If the saved state is malformed, or a saved worker is not connected.
     """
     srv, workers = state["server"], state["workers"]
-    node_of = {server.key(n): n for n in server.alive}
-    missing = sorted(set(srv["alive"]) - set(node_of))
-    if missing:
-        raise CheckpointError(f"cannot resume: workers {missing[:5]} of the checkpoint are not "
-                              "connected (same --num-clients and data settings?)")
+    node_of = server.match_saved(list(srv["alive"]))
     try:
         server.generator.load_state_dict(srv["generator"])
         assert server.trainer.opt_g is not None
@@ -103,18 +88,14 @@ def restore(server: MDGANServer, state: dict[str, Any]) -> None:
                            for k, t in srv["pending_disc"].items() if k in node_of}
     server.events = list(srv["events"])
     server.wall_s, server.virtual_s, server.compute_s = (float(v) for v in srv["totals"])
-    msgs = []
+    contents = {}
     for key in srv["alive"]:
-        w = workers[key]
-        content = RecordDict({"meta": ConfigRecord(dict(w["meta"]))})
-        for name, tensors in w.items():
+        content = RecordDict({"meta": ConfigRecord(dict(workers[key]["meta"]))})
+        for name, tensors in workers[key].items():
             if name != "meta":
                 content.array_records[name] = tensors_to_arrays(tensors)
-        msgs.append(server.relay.message(node_of[key], RESTORE_TYPE, content, "restore"))
-    for reply in server.relay.exchange(msgs):
-        if not reply.ok:
-            raise CheckpointError(f"worker {server.key(reply.node)} could not restore its "
-                                  f"state: {reply.reason}")
+        contents[key] = content
+    server.restore_states(RESTORE_TYPE, contents, node_of)
 
 
 def run_mdgan_experiment(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:

@@ -217,9 +217,12 @@ class MDGANServer(RelayLoop):
         self.crash_plan = [it for it in self.crash_plan if it > iteration]
         return len(due)
 
-    def _drop(self, node: int, reason: str, iteration: int, interval: _Interval) -> None:
+    def forget(self, node: int) -> None:
+        """Discard the discriminator waiting for a worker that left."""
         self.pending_disc.pop(node, None)
-        interval.dropped.append(self.drop(node, reason, iteration))
+
+    def _drop(self, node: int, reason: str, iteration: int, interval: _Interval) -> None:
+        interval.dropped.append(self.leave(node, reason, iteration))
 
     def _read_reply(
         self, sent: _Sent, got: Reply, iteration: int, interval: _Interval,

@@ -13,9 +13,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from flwr.app import ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from flwr_gan.config import Settings
+from flwr_gan.runtime.checkpoint import CheckpointError
 from flwr_gan.runtime.relay import Relay, Reply, short_reason
 from flwr_gan.runtime.telemetry import LinkModel
 
@@ -99,6 +101,63 @@ class RelayLoop:
         self.events.append({self.unit: step, "event": "dropped", **info})
         log.info("%s %d: worker %s dropped (%s)", self.unit, step, self.key(node), reason[:120])
         return info
+
+    def forget(self, node: int) -> None:
+        """Drop what the loop keeps for ``node``, a worker that left (subclasses extend)."""
+
+    def leave(self, node: int, reason: str, step: int) -> dict[str, Any]:
+        """Forget a worker that left and take it out of the live ones; return why."""
+        self.forget(node)
+        return self.drop(node, reason, step)
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def collect_states(self, message_type: str, step: int) -> dict[str, RecordDict]:
+        """Ask every live worker for its learning state; return the replies by device key.
+
+        A worker that does not answer has left the run: it is dropped (an event, as
+        in a round) and is not in the result, so a checkpoint is written without it.
+        """
+        msgs = [self.relay.message(n, message_type, RecordDict({"config": ConfigRecord({})}),
+                                   f"state-{step}") for n in self.alive]
+        out: dict[str, RecordDict] = {}
+        for reply in self.relay.exchange(msgs):
+            if reply.ok:
+                out[self.key(reply.node)] = reply.content
+            else:
+                self.leave(reply.node, reply.reason, step)
+        return out
+
+    def match_saved(self, saved: list[str]) -> dict[str, int]:
+        """Return device key -> node of the connected workers, all of ``saved`` among them.
+
+        Raises
+        ------
+        CheckpointError
+            If a worker of the checkpoint is not connected.
+        """
+        node_of = {self.key(n): n for n in self.alive}
+        missing = sorted(set(saved) - set(node_of))
+        if missing:
+            raise CheckpointError(f"cannot resume: workers {missing[:5]} of the checkpoint are "
+                                  "not connected (same --num-clients and data settings?)")
+        return node_of
+
+    def restore_states(self, message_type: str, contents: dict[str, RecordDict],
+                       node_of: dict[str, int]) -> None:
+        """Hand every worker its saved state (``contents`` by device key).
+
+        Raises
+        ------
+        CheckpointError
+            If a worker cannot restore it.
+        """
+        msgs = [self.relay.message(node_of[key], message_type, content, "restore")
+                for key, content in contents.items()]
+        for reply in self.relay.exchange(msgs):
+            if not reply.ok:
+                raise CheckpointError(f"worker {self.key(reply.node)} could not restore its "
+                                      f"state: {reply.reason}")
 
     def emit(self, record: dict[str, Any]) -> None:
         """Keep a record and hand it to ``record_fn``."""
