@@ -23,6 +23,8 @@ must carry every byte of the round (``max(virtual_s, (bytes_down + bytes_up) / 2
     python bench/throughput.py              # ~10 min on 2 cores
     python bench/throughput.py --smoke      # N = 6, 2 rounds: a check, nothing kept
     python bench/throughput.py --reuse      # recompute from the run directories
+    python bench/throughput.py --sweep      # Fig. 13: FeGAN's C x E at N = 60, MD-GAN beside
+                                            # -> throughput_sweep.json, ~10 min
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ COMMON = ["--dataset", "mnist", "--partition", "iid", "--model", "small", "--bat
           "--client-threads", "1"]
 
 
-def command(family: str, n: int, length: int, out: Path) -> list[str]:
+def command(family: str, n: int, length: int, out: Path, *, fraction: float = 0.025,
+            local_steps: int = 30) -> list[str]:
     """The ``flwr-gan simulate`` command of one point."""
     if family == "fegan":
-        own = ["--algorithm", "fegan", "--rounds", str(length), "--local-steps", "30",
-               "--fraction", "0.025"]
+        own = ["--algorithm", "fegan", "--rounds", str(length), "--local-steps",
+               str(local_steps), "--fraction", repr(fraction)]
     else:
         own = ["--algorithm", "mdgan", "--iterations", str(length), "--kappa", "1",
                "--swap-epochs", "1"]
@@ -96,31 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--runs", default="/tmp/flwr-gan-bench-throughput")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--sweep", action="store_true",
+                        help="FeGAN paper Fig. 13: C in {1/30, 1/15, 2/15} x E in {15, 30, 60} "
+                        "at N = 60")
     parser.add_argument("--reuse", action="store_true",
                         help="recompute from the run directories in --runs (no new runs)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.rounds, args.iterations = [6], 2, 2
-    points = []
-    for n in args.sizes:
-        for family in args.families:
-            out = Path(args.runs) / f"{family}_{n}"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            length = args.rounds if family == "fegan" else args.iterations
-            load = os.getloadavg()
-            if args.reuse:
-                run = dict(json.loads(out.with_suffix(".run.json").read_text()))
-                load = run.pop("load_before")
-            else:
-                run = run_measured(command(family, n, length, out), out.with_suffix(".log"))
-                out.with_suffix(".run.json").write_text(json.dumps(run | {"load_before": load}))
-            if run["rc"] != 0:
-                raise SystemExit(f"{family} N={n} failed (rc {run['rc']}): see "
-                                 f"{out.with_suffix('.log')}")
-            point = {"family": family, "n": n, "load_before": load, **run,
-                     **throughput(family, read_metrics(out / "metrics.jsonl"))}
-            points.append(point)
-            print(json.dumps(point), flush=True)
+    if args.sweep:
+        return sweep(args)
+    points = [measure(family, n, args.rounds if family == "fegan" else args.iterations,
+                      Path(args.runs) / f"{family}_{n}", args.reuse)
+              for n in args.sizes for family in args.families]
     ratios: dict[str, dict[str, float]] = {"device_links": {}, "server_link": {}}
     for n in args.sizes:
         for name, key in (("device_links", "epochs_per_virtual_s"),
@@ -136,6 +127,44 @@ def main(argv: list[str] | None = None) -> int:
                            for f in args.families}}
     (RESULTS / "throughput.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(points, RESULTS / "throughput.png")
+    return 0
+
+
+def measure(family: str, n: int, length: int, out: Path, reuse: bool,
+            **knobs: Any) -> dict[str, Any]:
+    """Run (or, with ``reuse``, re-read) one point; return its figures."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    if reuse:
+        run = dict(json.loads(out.with_suffix(".run.json").read_text()))
+        load = run.pop("load_before")
+    else:
+        run = run_measured(command(family, n, length, out, **knobs), out.with_suffix(".log"))
+        out.with_suffix(".run.json").write_text(json.dumps(run | {"load_before": load}))
+    if run["rc"] != 0:
+        raise SystemExit(f"{family} N={n} {knobs} failed (rc {run['rc']}): see "
+                         f"{out.with_suffix('.log')}")
+    point = {"family": family, "n": n, **knobs, "load_before": load, **run,
+             **throughput(family, read_metrics(out / "metrics.jsonl"))}
+    print(json.dumps(point), flush=True)
+    return point
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """FeGAN paper Fig. 13: throughput for C x E at N = 60, MD-GAN's beside it."""
+    n, runs = 60, Path(args.runs) / "sweep"
+    points = [measure("mdgan", n, args.iterations, runs / "mdgan", args.reuse)]
+    for c_num, c_den in ((1, 30), (1, 15), (2, 15)):
+        for e in (15, 30, 60):
+            points.append(measure("fegan", n, args.rounds, runs / f"fegan_c{c_num}-{c_den}_e{e}",
+                                  args.reuse, fraction=c_num / c_den, local_steps=e))
+    md = points[0]
+    for p in points[1:]:
+        p["over_mdgan"] = p["epochs_per_virtual_s"] / md["epochs_per_virtual_s"]
+        p["over_mdgan_server_link"] = (p["epochs_per_virtual_s_server_link"]
+                                       / md["epochs_per_virtual_s_server_link"])
+    (RESULTS / "throughput_sweep.json").write_text(json.dumps(
+        {"date": time.strftime("%Y-%m-%d"), "n": n, "points": points}, indent=1) + "\n")
     return 0
 
 
