@@ -80,7 +80,7 @@ def _restore(trainer: GANTrainer, state: dict[str, Any], step: int) -> _Progress
                          d_losses=[float(v) for v in state["d_losses"]],
                          g_losses=[float(v) for v in state["g_losses"]])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint: bad standalone state ({type(err).__name__}: "
+        raise CheckpointError(f"bad standalone state ({type(err).__name__}: "
                               f"{str(err)[:200]})") from err
 
 
@@ -103,7 +103,8 @@ def run_standalone_experiment(grid: Any, exp: Experiment) -> list[dict[str, Any]
     run = exp.open()
     progress = _Progress()
     if exp.checkpoint is not None:
-        progress = _restore(trainer, exp.checkpoint["state"], exp.start)
+        with exp.restoring():
+            progress = _restore(trainer, exp.checkpoint["state"], exp.start)
         log.info("resuming standalone at step %d", exp.start)
     else:
         exp.log({"round": 0, "step": 0, "d_loss": None, "g_loss": None, "examples": 0,

@@ -136,8 +136,8 @@ def test_a_malformed_gossip_state_names_the_problem(tmp_path: Path) -> None:
     name = next(iter(refs))
     refs[name] = torch.zeros(3)
     save_state(path, round_=ckpt["round"], state=ckpt["state"], config=ckpt["config"])
-    with pytest.raises(CheckpointError, match="bad Gossip GAN state.*generator reference of "
-                                              "partition-0 does not fit"):
+    with pytest.raises(CheckpointError, match=r"r/checkpoint.pt: bad Gossip GAN state.*"
+                                              r"generator reference of partition-0 does not fit"):
         _run(tmp_path / "r", 4, 1, resume=True, fid_backend="none", compress="adacomp")
     # nothing was lost: the checkpoint and the records are still those of round 2
     assert load_checkpoint(path)["round"] == 2
@@ -149,3 +149,15 @@ def test_resume_is_a_gossip_flag_now() -> None:
     assert s.run.resume and s.run.checkpoint_every == 1
     with pytest.raises(ConfigError, match="--resume and --overwrite exclude each other"):
         make_settings("gossip", resume=True, overwrite=True)
+
+
+def test_a_checkpoint_naming_an_absent_worker_is_refused(tmp_path: Path) -> None:
+    _run(tmp_path / "r", 4, 0, crash_at=2, fid_backend="none")
+    path = tmp_path / "r" / "checkpoint.pt"
+    ckpt = load_checkpoint(path)
+    ckpt["state"]["server"]["alive"].append("partition-9")
+    save_state(path, round_=ckpt["round"], state=ckpt["state"], config=ckpt["config"])
+    with pytest.raises(CheckpointError, match=r"r/checkpoint.pt: cannot resume: workers "
+                                              r"\['partition-9'\] of this checkpoint are not "
+                                              r"connected"):
+        _run(tmp_path / "r", 4, 1, resume=True, fid_backend="none")

@@ -49,7 +49,7 @@ from flwr_gan.runtime.checkpoint import (
     set_numpy_global_state,
     tensors_to_arrays,
 )
-from flwr_gan.runtime.experiment import Experiment
+from flwr_gan.runtime.experiment import CHECKPOINT, Experiment
 from flwr_gan.runtime.records import (
     DISCRIMINATOR,
     GENERATOR,
@@ -186,7 +186,7 @@ def run_federated(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
             if "numpy_rng" in state:
                 set_numpy_global_state(state["numpy_rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"checkpoint {exp.out}: bad FL state ({err})") from err
+            raise CheckpointError(f"{exp.out / CHECKPOINT}: bad FL state ({err})") from err
         log.info("Resuming from %s at round %d", exp.out, exp.start)
     if sync == "discriminator" and exp.evaluating and s.privacy.dp != "none":
         log.warning("--sync discriminator --dp %s: evaluation fetches the devices' own "

@@ -47,7 +47,8 @@ def run_gossip_experiment(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
                      "discriminator_bytes": server.d_nbytes}
     exp.open()
     if exp.checkpoint is not None:
-        restore(server, exp.checkpoint["state"])
+        with exp.restoring():
+            restore(server, exp.checkpoint["state"])
         server.start = exp.start
         log.info("resuming Gossip GAN at round %d", exp.start + 1)
     server.run()

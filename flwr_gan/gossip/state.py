@@ -87,7 +87,7 @@ def restore(server: GossipServer, state: dict[str, Any]) -> None:
                                      for name, tensors in workers[key].items()})
                     for key in srv["alive"]}
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint: bad Gossip GAN state ({type(err).__name__}: "
+        raise CheckpointError(f"bad Gossip GAN state ({type(err).__name__}: "
                               f"{err})") from err
     server.restore_states(RESTORE_TYPE, contents, node_of)
 

@@ -79,7 +79,7 @@ def restore(server: MDGANServer, state: dict[str, Any]) -> None:
         server.rng.bit_generator.state = srv["numpy_rng"]
         server.trainer._rng.set_state(srv["latent_rng"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint: bad MD-GAN server state ({err})") from err
+        raise CheckpointError(f"bad MD-GAN server state ({err})") from err
     server.alive = [node_of[k] for k in srv["alive"]]
     server.local_sizes = {node_of[k]: int(v) for k, v in srv["local_sizes"].items()
                           if k in node_of}
@@ -122,7 +122,8 @@ def run_mdgan_experiment(grid: Grid, exp: Experiment) -> list[dict[str, Any]]:
                      "local_sizes": {server.key(n): v for n, v in server.local_sizes.items()}}
     exp.open()
     if exp.checkpoint is not None:
-        restore(server, exp.checkpoint["state"])
+        with exp.restoring():
+            restore(server, exp.checkpoint["state"])
         server.start = exp.start
         log.info("resuming MD-GAN at iteration %d", exp.start)
     server.run()

@@ -15,12 +15,13 @@ progress bar (:meth:`Experiment.log`), atomic checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,14 @@ class Experiment:
         """Whether to write the checkpoint after ``step`` (every k, and at the end)."""
         every = self.settings.run.checkpoint_every
         return step == self.total or (every > 0 and step % every == 0)
+
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Name the checkpoint file in a :class:`CheckpointError` raised while restoring it."""
+        try:
+            yield
+        except CheckpointError as err:
+            raise CheckpointError(f"{self.out / CHECKPOINT}: {err}") from err
 
     def save_checkpoint(self, step: int, state: Mapping[str, Any]) -> Path:
         """Write the learning state after ``step`` atomically to ``checkpoint.pt``."""

@@ -139,7 +139,7 @@ class RelayLoop:
         node_of = {self.key(n): n for n in self.alive}
         missing = sorted(set(saved) - set(node_of))
         if missing:
-            raise CheckpointError(f"cannot resume: workers {missing[:5]} of the checkpoint are "
+            raise CheckpointError(f"cannot resume: workers {missing[:5]} of this checkpoint are "
                                   "not connected (same --num-clients and data settings?)")
         return node_of
 
