@@ -25,6 +25,8 @@ must carry every byte of the round (``max(virtual_s, (bytes_down + bytes_up) / 2
     python bench/throughput.py --reuse      # recompute from the run directories
     python bench/throughput.py --sweep      # Fig. 13: FeGAN's C x E at N = 60, MD-GAN beside
                                             # -> throughput_sweep.json, ~10 min
+    python bench/throughput.py --families mdgan --kappa log   # MD-GAN, floor(ln N) batches
+                                            # -> throughput_mdgan_kappa-log.json, ~4 min
 """
 
 from __future__ import annotations
@@ -51,13 +53,13 @@ COMMON = ["--dataset", "mnist", "--partition", "iid", "--model", "small", "--bat
 
 
 def command(family: str, n: int, length: int, out: Path, *, fraction: float = 0.025,
-            local_steps: int = 30) -> list[str]:
+            local_steps: int = 30, kappa: str = "1") -> list[str]:
     """The ``flwr-gan simulate`` command of one point."""
     if family == "fegan":
         own = ["--algorithm", "fegan", "--rounds", str(length), "--local-steps",
                str(local_steps), "--fraction", repr(fraction)]
     else:
-        own = ["--algorithm", "mdgan", "--iterations", str(length), "--kappa", "1",
+        own = ["--algorithm", "mdgan", "--iterations", str(length), "--kappa", kappa,
                "--swap-epochs", "1"]
     return [FLWR_GAN, "simulate", *own, "--num-clients", str(n), *COMMON, "--out", str(out),
             "--overwrite"]
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--runs", default="/tmp/flwr-gan-bench-throughput")
+    parser.add_argument("--kappa", default="1", help="MD-GAN's kappa (1 or log)")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--sweep", action="store_true",
                         help="FeGAN paper Fig. 13: C in {1/30, 1/15, 2/15} x E in {15, 30, 60} "
@@ -109,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.rounds, args.iterations = [6], 2, 2
     if args.sweep:
         return sweep(args)
+    if args.kappa != "1":  # an MD-GAN variant beside the main figure
+        points = [measure("mdgan", n, args.iterations,
+                          Path(args.runs) / f"mdgan_kappa-{args.kappa}_{n}", args.reuse,
+                          kappa=args.kappa) for n in args.sizes]
+        if not args.smoke:
+            (RESULTS / f"throughput_mdgan_kappa-{args.kappa}.json").write_text(json.dumps(
+                {"date": time.strftime("%Y-%m-%d"), "points": points}, indent=1) + "\n")
+        return 0
     points = [measure(family, n, args.rounds if family == "fegan" else args.iterations,
                       Path(args.runs) / f"{family}_{n}", args.reuse)
               for n in args.sizes for family in args.families]
