@@ -29,7 +29,7 @@ def test_nodes_take_disjoint_parts_of_real_mnist():
 
 
 def test_the_papers_shared_draw_reaches_the_nodes():
-    # FeGAN Table 1's (max_class, max_samples) = (10, 3000) on 80 devices: only the
+    # The FeGAN reference code's (max_class, max_samples) = (10, 3000) on 80 devices: only the
     # paper's shared draw builds it; nodes then hold overlapping images.
     cfg = DataConfig(dataset="mnist", partition="fegan", max_class=10, max_samples=3000,
                      fegan_draw="shared")

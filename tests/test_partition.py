@@ -173,7 +173,7 @@ def test_fegan_empty_device_raises_with_advice(mnist_labels):
                          [(80, 10, 3000), (176, 10, 3000), (176, 3, 50), (20, 10, 2000)])
 def test_fegan_shared_draw_builds_the_papers_table_1_settings(mnist_labels, n, max_class,
                                                               max_samples):
-    # (80, 10, 3000) is the paper's Table 1 setting the disjoint draw cannot build.
+    # (80, 10, 3000) is the reference code's setting, the disjoint draw cannot build it.
     p = partition_fegan(mnist_labels, n, max_class=max_class, max_samples=max_samples, seed=3,
                         draw="shared")
     check_consistent(p, mnist_labels, 10, shared=True)

@@ -138,7 +138,7 @@ def partition_fegan(
     So later devices hold more classes and more samples. Rows nobody draws stay
     unassigned (the engine does not cover the data set). The disjoint draw runs out of
     rows when ``num_clients * max_class * max_samples`` is large against the data set
-    (the paper's Table 1 settings on MNIST); the shared draw never does.
+    (the paper's Table 1 settings on MNIST's ten classes); the shared draw never does.
 
     If any device ends with no rows at all (only possible with ``disjoint``, or a class
     absent from ``labels``), a :class:`ValueError` names those devices instead of
