@@ -10,7 +10,9 @@ to ``out``:
                  (KID too when every run has it), spread shaded;
 ``samples.png``  the latest sample grid of each run, labelled;
 ``compare.md``   the tables and the caveats found (:mod:`flwr_gan.report.markdown`);
-``compare.json`` the same numbers, plus every run's evaluation table.
+``compare.json`` the same numbers, plus every run's evaluation table;
+``groups.png``   with ``groups`` / ``baseline``: each configuration's mean FID over
+                 its seeds, with their range (:mod:`flwr_gan.report.groups`).
 
 The default threshold is :data:`DEFAULT_THRESHOLD_FACTOR` times the best (lowest)
 final FID among the runs: a level the best run holds at its end and that slower
@@ -28,6 +30,7 @@ from typing import Any
 
 from flwr_gan.config import ConfigError
 from flwr_gan.report.checks import caveats, mismatches
+from flwr_gan.report.groups import GroupSummary, summarise_groups
 from flwr_gan.report.runs import Run, load_runs
 from flwr_gan.report.table import EvalPoint
 
@@ -158,7 +161,12 @@ class CompareResult:
     notes : tuple of str
         Caveats: differing evaluation or training set-ups, clocks, units.
     files : dict
-        ``figure``, ``samples``, ``markdown``, ``json`` -> path written.
+        ``figure``, ``samples``, ``markdown``, ``json`` (and ``groups``) -> path written.
+    groups : tuple of GroupSummary
+        The runs by configuration over seeds, with gains over the baseline (empty
+        unless ``groups`` or ``baseline`` was given).
+    baseline : str or None
+        The group the gains are measured against.
     """
 
     runs: tuple[Run, ...]
@@ -169,6 +177,8 @@ class CompareResult:
     mismatches: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     files: dict[str, Path] = field(default_factory=dict)
+    groups: tuple[GroupSummary, ...] = ()
+    baseline: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON document written to ``compare.json``."""
@@ -178,6 +188,7 @@ class CompareResult:
             "mismatches": list(self.mismatches), "notes": list(self.notes),
             "runs": [asdict(s) | {"points": [asdict(p) for p in r.points]}
                      for s, r in zip(self.summaries, self.runs, strict=True)],
+            "baseline": self.baseline, "groups": [g.to_dict() for g in self.groups],
         }
 
 
@@ -234,7 +245,8 @@ def x_axis(runs: Sequence[Run]) -> tuple[str, Callable[[EvalPoint], float | None
 
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, force: bool = False,
                  threshold: float | None = None,
-                 labels: Sequence[str] | None = None) -> CompareResult:
+                 labels: Sequence[str] | None = None, groups: Sequence[str] | None = None,
+                 baseline: str | None = None) -> CompareResult:
     """Compare run directories; write ``compare.png``, ``samples.png``, ``compare.md``/``.json``.
 
     Parameters
@@ -249,13 +261,19 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, force: bool
         FID level of the *reach* columns (default: :func:`default_threshold`).
     labels : sequence of str, optional
         Names of the runs, in order (default: folder names, made unique).
+    groups : sequence of str, optional
+        The configuration each run is a seed of, one name per run, in order; runs
+        sharing a name are summarised together (:mod:`flwr_gan.report.groups`).
+    baseline : str, optional
+        The group (or, without ``groups``, the run label) that convergence gains
+        are measured against.
 
     Raises
     ------
     ConfigError
         On a bad run directory, runs that are not comparable (without ``force``),
-        a threshold that is not a positive number, bad labels, or an ``out`` that
-        is a file or one of the run directories.
+        a threshold that is not a positive number, bad labels or groups, a baseline
+        that names no group, or an ``out`` that is a file or one of the run directories.
     """
     if threshold is not None and not threshold > 0:
         raise ConfigError(f"--threshold: {threshold!r} is invalid: expected an FID > 0")
@@ -274,6 +292,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, force: bool
     else:
         rule = "given (--threshold)"
     summaries = tuple(summarise(r, threshold) for r in runs)
+    by_config = tuple(summarise_groups(runs, groups, baseline)) if groups or baseline else ()
     notes = caveats(runs)
     untrained = [s.label for s in summaries if s.reach is not None and s.reach.x == 0]
     if untrained:
@@ -281,14 +300,17 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, force: bool
                      "(x = 0): the threshold is too loose for them; pass a lower --threshold")
     x_label, x_of = x_axis(runs)
     result = CompareResult(tuple(runs), summaries, float(threshold), rule, x_label,
-                           tuple(problems), tuple(notes))
+                           tuple(problems), tuple(notes), groups=by_config, baseline=baseline)
     target.mkdir(parents=True, exist_ok=True)
     from flwr_gan.report.markdown import write_markdown
-    from flwr_gan.report.plots import plot_comparison, plot_samples
+    from flwr_gan.report.plots import plot_comparison, plot_groups, plot_samples
 
     result.files["figure"] = plot_comparison(runs, target / "compare.png", threshold=threshold,
                                              x_label=x_label, x_of=x_of)
     result.files["samples"] = plot_samples(runs, target / "samples.png")
+    if by_config:
+        result.files["groups"] = plot_groups(runs, groups or [r.label for r in runs],
+                                             target / "groups.png", x_label=x_label)
     result.files["json"] = target / "compare.json"
     result.files["json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     result.files["markdown"] = write_markdown(result, target / "compare.md")
@@ -309,18 +331,30 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", dest="labels", action="extend", nargs="+", default=None,
                         metavar="NAME", help="names of the runs, one per RUN_DIR, in order "
                         "(default: folder names)")
+    parser.add_argument("--group", dest="groups", action="extend", nargs="+", default=None,
+                        metavar="NAME", help="the configuration each run is a seed of, one "
+                        "per RUN_DIR, in order: runs sharing a name are summarised together "
+                        "(mean, std, range of best FID, area under the FID curve, gain)")
+    parser.add_argument("--baseline", default=None, metavar="NAME",
+                        help="group (or run label) to measure the convergence gain against: "
+                        "its time to its best FID / a run's time to reach that FID")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``flwr-gan compare`` from parsed arguments; print one line per run."""
     result = compare_runs(args.run_dirs, args.out, force=args.force, threshold=args.threshold,
-                          labels=args.labels)
+                          labels=args.labels, groups=args.groups, baseline=args.baseline)
     print(f"compared {len(result.runs)} runs; FID threshold {result.threshold:.4g} "
           f"({result.threshold_rule})")
     for s in result.summaries:
         reach = f"{s.unit} {s.reach.x}" if s.reach else "never"
         print(f"  {s.label}: best FID {s.best_fid:.1f} ({s.unit} {s.best_x}), final "
               f"{s.final_fid:.1f}, reaches threshold: {reach}")
+    for g in result.groups:
+        gain = (f", gain over {result.baseline} {g.gain_virtual.mean:.2f}x (virtual s, "
+                f"{g.reached}/{len(g.runs)} reached)" if g.gain_virtual else "")
+        print(f"  group {g.label} ({len(g.runs)} runs): best FID {g.best_fid.mean:.1f} ± "
+              f"{g.best_fid.std:.1f}, mean FID to {g.auc_upto:g} {g.auc.mean:.1f}{gain}")
     if result.mismatches:
         print("forced: " + "; ".join(result.mismatches))
     print(f"outputs in {Path(args.out)}: compare.png, samples.png, compare.md, compare.json")

@@ -10,6 +10,7 @@ from flwr_gan.report.table import CLOCK_COMPUTE
 
 if TYPE_CHECKING:
     from flwr_gan.report.compare import CompareResult, RunSummary
+    from flwr_gan.report.groups import Stat
 
 DASH = "–"
 
@@ -117,6 +118,8 @@ def render(result: CompareResult) -> str:
               "standalone's training compute); *bytes up*: cumulative bytes sent to the "
               "server up to and including that round; totals cover the whole run. "
               "See docs/compare.md of flwr-gan."]
+    if result.groups:
+        lines += ["", *_group_lines(result)]
     if result.notes:
         lines += ["", "## Caveats", ""] + [f"- {n}" for n in result.notes]
     lines += ["", "## Runs", ""]
@@ -127,11 +130,67 @@ def render(result: CompareResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fmt_stat(value: Stat | None, digits: int = 1) -> str:
+    """Return ``mean ± std (min–max)``, or a dash; just the value for one run."""
+    if value is None:
+        return DASH
+    if value.n == 1:
+        return f"{value.mean:.{digits}f}"
+    return (f"{value.mean:.{digits}f} ± {value.std:.{digits}f} "
+            f"({value.min:.{digits}f}–{value.max:.{digits}f})")
+
+
+def _group_lines(result: CompareResult) -> list[str]:
+    """Return the *Over seeds* section: one row per group (:mod:`flwr_gan.report.groups`)."""
+    groups = result.groups
+    unit = result.summaries[0].unit
+    base = result.baseline
+    lines = ["## Over seeds: each configuration's runs together", "",
+             "![Mean FID of each group, best..worst run shaded](groups.png)", ""]
+    header = ["group", "runs", "seeds", "best FID", "final FID",
+              f"mean FID, {unit} 0–{groups[0].auc_upto:g}"]
+    if base is not None:
+        header += [f"gain over {base} (virtual s)", f"gain ({unit}s)", "reached"]
+    rows = []
+    for g in groups:
+        row = [g.label, str(len(g.runs)), ", ".join(DASH if s is None else str(s)
+                                                    for s in g.seeds),
+               fmt_stat(g.best_fid), fmt_stat(g.final_fid), fmt_stat(g.auc)]
+        if base is not None:
+            row += ([DASH, DASH, DASH] if g.label == base else
+                    [fmt_stat(g.gain_virtual, 2), fmt_stat(g.gain_x, 2),
+                     f"{g.reached}/{len(g.gains)}"])
+        rows.append(row)
+    lines += _table(header, rows)
+    lines += ["", "Mean ± sample standard deviation (min–max) over each group's runs. "
+              f"*mean FID*: the area under the FID curve divided by its length, up to {unit} "
+              f"{groups[0].auc_upto:g} (the shortest run's end) for every run."]
+    if base is not None:
+        lines += [f"*gain*: the FeGAN paper's convergence gain, the time {base} needs to reach "
+                  "its best FID divided by the time the run needs to first reach that FID "
+                  "(paired by seed; > 1 is faster); *reached*: runs that got there at all."]
+        per_run = [gain for grp in groups for gain in grp.gains]
+        if per_run:
+            lines += ["", _row(["run", "seed", f"{base}'s best FID", f"at {unit}",
+                                f"run reaches it at {unit}", "virtual s: baseline / run",
+                                "gain"]),
+                      _row(["---"] * 7)]
+            for gain in per_run:
+                lines.append(_row([
+                    gain.run, DASH if gain.seed is None else str(gain.seed),
+                    f"{gain.target:.1f}", str(gain.baseline_x),
+                    DASH if gain.reach_x is None else str(gain.reach_x),
+                    f"{fmt_seconds(gain.baseline_virtual_s)} / "
+                    f"{fmt_seconds(gain.reach_virtual_s)}",
+                    DASH if gain.gain_virtual is None else f"{gain.gain_virtual:.2f}x"]))
+    return lines
+
+
 def write_markdown(result: CompareResult, target: Path) -> Path:
     """Write :func:`render`'s text to ``target``; return it."""
     target.write_text(render(result))
     return target
 
 
-__all__ = ["fid_with_spread", "fmt_bytes", "fmt_num", "fmt_seconds", "render",
+__all__ = ["fid_with_spread", "fmt_bytes", "fmt_num", "fmt_seconds", "fmt_stat", "render",
            "write_markdown"]

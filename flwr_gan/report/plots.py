@@ -6,7 +6,8 @@ dashed and each run's spread shaded; a second row with KID when every run has
 it. One legend under the panels. The first two x axes turn logarithmic when the
 runs' lengths differ by more than :data:`LOG_SPREAD` times (points at 0 are then
 left out, as on the bytes axis). ``samples.png``: the latest sample grid of
-each run, labelled.
+each run, labelled. ``groups.png``: each group's mean FID over its seeds against
+rounds / iterations and against mean cumulative virtual seconds, the range shaded.
 """
 
 from __future__ import annotations
@@ -186,6 +187,50 @@ def plot_comparison(runs: Sequence[Run], target: Path, *, threshold: float, x_la
     return target
 
 
+def plot_groups(runs: Sequence[Run], groups: Sequence[str], target: Path, *,
+                x_label: str) -> Path:
+    """Draw ``groups.png``: per group, the mean FID over its runs and their min..max.
+
+    Runs of a group are aligned evaluation by evaluation (the same schedule) and
+    cut to the shortest; the virtual-time panel uses their mean cumulative seconds.
+    """
+    plt = _pyplot()
+    members: dict[str, list[Run]] = {}
+    for run, name in zip(runs, groups, strict=True):
+        members.setdefault(str(name), []).append(run)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for i, (name, group) in enumerate(members.items()):
+        n = min(len(r.points) for r in group)
+        fids = [[r.points[k].fid for r in group] for k in range(n)]
+        mean = [sum(v) / len(v) for v in fids]
+        bands = [(min(v), max(v)) for v in fids]
+        xs = [float(group[0].points[k].x) for k in range(n)]
+        vs: list[float | None] = []
+        for k in range(n):
+            clock = [r.points[k].virtual_s for r in group]
+            known = [t for t in clock if t is not None]
+            vs.append(sum(known) / len(known) if len(known) == len(clock) else None)
+        label = f"{name} ({len(group)} run{'s' if len(group) > 1 else ''})"
+        color, marker = cmap(i % cmap.N), MARKERS[i % len(MARKERS)]
+        _draw(axes[0][0], xs, mean, bands, color=color, marker=marker, label=label)
+        timed = [(v, m, b) for v, m, b in zip(vs, mean, bands, strict=True) if v is not None]
+        if timed:
+            _draw(axes[0][1], [t[0] for t in timed], [t[1] for t in timed],
+                  [t[2] for t in timed], color=color, marker=marker, label=label)
+    for ax, xlabel in zip(axes[0], (x_label, "mean cumulative virtual seconds"), strict=True):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("FID, mean over runs (lower is better)")
+        _y_scale(ax, [p.fid for r in runs for p in r.points])
+        ax.grid(True, alpha=0.35)
+    axes[0][0].legend(fontsize=9)
+    fig.suptitle("Mean FID over each group's runs; shaded: best..worst run", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return target
+
+
 def plot_samples(runs: Sequence[Run], target: Path, *, columns: int = 5) -> Path:
     """Draw the latest sample grid of every run side by side to ``target``; return it."""
     plt = _pyplot()
@@ -212,4 +257,4 @@ def plot_samples(runs: Sequence[Run], target: Path, *, columns: int = 5) -> Path
     return target
 
 
-__all__ = ["plot_comparison", "plot_samples"]
+__all__ = ["plot_comparison", "plot_groups", "plot_samples"]

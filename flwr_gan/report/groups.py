@@ -1,0 +1,267 @@
+"""Runs of one configuration over several seeds, and gains against a baseline (pure logic).
+
+``flwr-gan compare --group NAME ... --baseline NAME`` names, for every run, the
+configuration it is a seed of; :func:`summarise_groups` then gives per group the
+mean, standard deviation and range over its runs of
+
+* the best and the final FID;
+* the **area under the FID curve**: the mean FID over rounds / iterations from the
+  first evaluation to a common end (:func:`fid_auc`; trapezoids, the last segment
+  interpolated), so a run that gets good early and stays there scores lower than one
+  that only touches the same best value once;
+* the FeGAN paper's **convergence gain** over the baseline (§5.2): the time the
+  baseline needs to reach its best FID divided by the time this run needs to first
+  reach that FID (:func:`convergence_gain`), on the virtual clock and in
+  rounds / iterations, paired by seed (the baseline run with the same ``seed`` in
+  its ``config.json``; runs without one are paired in the order given).
+
+A gain above 1 means faster than the baseline; a run that never reaches the
+baseline's best FID has no gain (counted in ``reached``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flwr_gan.config import ConfigError
+from flwr_gan.report.runs import Run
+from flwr_gan.report.table import EvalPoint
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean, sample standard deviation (0 for one value), min and max of ``n`` values."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    n: int
+
+
+def stat(values: Sequence[float]) -> Stat | None:
+    """Return the :class:`Stat` of ``values``, or ``None`` for none.
+
+    >>> stat([1.0, 3.0])
+    Stat(mean=2.0, std=1.4142135623730951, min=1.0, max=3.0, n=2)
+    """
+    vals = [float(v) for v in values]
+    if not vals:
+        return None
+    mean = sum(vals) / len(vals)
+    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
+    return Stat(mean, math.sqrt(var), min(vals), max(vals), len(vals))
+
+
+def fid_auc(points: Sequence[EvalPoint], upto: float | None = None,
+            x_of: Callable[[EvalPoint], float] = lambda p: float(p.x)) -> float:
+    """Return the mean FID over ``x`` from the first evaluation to ``upto`` (trapezoids).
+
+    Parameters
+    ----------
+    points : sequence of EvalPoint
+        One run's evaluations, in order.
+    upto : float, optional
+        Where the area ends (default: the last evaluation); a value between two
+        evaluations interpolates the FID linearly, one past the last is refused.
+    x_of : callable
+        The x of an evaluation (default: its round / iteration / step).
+
+    Raises
+    ------
+    ValueError
+        If ``points`` is empty or ``upto`` lies outside the evaluated range.
+
+    Examples
+    --------
+    >>> from flwr_gan.report.table import EvalPoint
+    >>> pts = [EvalPoint(x, None, None, 0, 0, fid) for x, fid in [(0, 400.0), (10, 200.0)]]
+    >>> fid_auc(pts), fid_auc(pts, upto=5)
+    (300.0, 350.0)
+    """
+    if not points:
+        raise ValueError("no evaluation to integrate")
+    xs = [x_of(p) for p in points]
+    ys = [p.fid for p in points]
+    end = xs[-1] if upto is None else float(upto)
+    if end < xs[0] or end > xs[-1]:
+        raise ValueError(f"upto={end} lies outside the evaluated range {xs[0]}..{xs[-1]}")
+    if end == xs[0]:
+        return ys[0]
+    area = 0.0
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True),
+                                  strict=False):
+        if x0 >= end:
+            break
+        if x1 > end:  # the last, partial segment
+            y1 = y0 + (y1 - y0) * (end - x0) / (x1 - x0)
+            x1 = end
+        area += (x1 - x0) * (y0 + y1) / 2
+    return area / (end - xs[0])
+
+
+@dataclass(frozen=True)
+class Gain:
+    """The paper's convergence gain of one run over its baseline run (same seed).
+
+    Attributes
+    ----------
+    run, baseline : str
+        Labels of the two runs.
+    seed : int or None
+        Their seed (``None`` when paired by order).
+    target : float
+        The baseline's best FID.
+    baseline_x, baseline_virtual_s : int, float or None
+        Where (round / iteration) and when (cumulative virtual s) the baseline got there.
+    reach_x, reach_virtual_s : int or None, float or None
+        Where and when this run first got to ``target`` (``None``: never).
+    gain_x, gain_virtual : float or None
+        ``baseline_x / reach_x`` and ``baseline_virtual_s / reach_virtual_s``.
+    """
+
+    run: str
+    baseline: str
+    seed: int | None
+    target: float
+    baseline_x: int
+    baseline_virtual_s: float | None
+    reach_x: int | None
+    reach_virtual_s: float | None
+    gain_x: float | None
+    gain_virtual: float | None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+def convergence_gain(baseline: Run, run: Run) -> Gain:
+    """Return ``run``'s convergence gain over ``baseline`` (see the module docstring)."""
+    best = baseline.best
+    hit = next((p for p in run.points if p.fid <= best.fid), None)
+    seed = run.config.get("seed")
+    return Gain(run=run.label, baseline=baseline.label,
+                seed=int(seed) if isinstance(seed, int) else None, target=best.fid,
+                baseline_x=best.x, baseline_virtual_s=best.virtual_s,
+                reach_x=hit.x if hit else None, reach_virtual_s=hit.virtual_s if hit else None,
+                gain_x=_ratio(float(best.x), float(hit.x)) if hit else None,
+                gain_virtual=_ratio(best.virtual_s, hit.virtual_s) if hit else None)
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One configuration over its runs (see the module docstring).
+
+    Attributes
+    ----------
+    label : str
+        The group's name.
+    runs : tuple of str
+        Its runs' labels.
+    seeds : tuple of int or None
+        Their seeds.
+    best_fid, final_fid, auc : Stat
+        Over the runs; ``auc`` runs to ``auc_upto``.
+    auc_upto : float
+        The common end of every group's area (the shortest run's last evaluation).
+    gains : tuple of Gain
+        One per run against the baseline run of its seed (empty for the baseline
+        itself or without a baseline).
+    gain_x, gain_virtual : Stat or None
+        Over the runs that reached the baseline's best FID.
+    reached : int
+        How many runs reached it.
+    """
+
+    label: str
+    runs: tuple[str, ...]
+    seeds: tuple[int | None, ...]
+    best_fid: Stat
+    final_fid: Stat
+    auc: Stat
+    auc_upto: float
+    gains: tuple[Gain, ...] = ()
+    gain_x: Stat | None = None
+    gain_virtual: Stat | None = None
+    reached: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the group as JSON-ready data."""
+        return asdict(self)
+
+
+def group_runs(runs: Sequence[Run], groups: Sequence[str]) -> dict[str, list[Run]]:
+    """Return group name -> its runs, in first-seen order.
+
+    Raises
+    ------
+    ConfigError
+        If ``groups`` does not name one group per run or names an empty one.
+    """
+    if len(groups) != len(runs):
+        raise ConfigError(f"--group: {len(groups)} group name(s) for {len(runs)} run(s); give "
+                          "one per run directory, in the same order")
+    if any(not str(g).strip() for g in groups):
+        raise ConfigError("--group: group names must be non-empty")
+    out: dict[str, list[Run]] = {}
+    for run, name in zip(runs, groups, strict=True):
+        out.setdefault(str(name), []).append(run)
+    return out
+
+
+def _seed(run: Run) -> int | None:
+    seed = run.config.get("seed")
+    return int(seed) if isinstance(seed, int) else None
+
+
+def _pair(members: list[Run], base: list[Run]) -> list[tuple[Run, Run]]:
+    """Pair each run with the baseline run of its seed, else the one at its position."""
+    by_seed = {_seed(b): b for b in base if _seed(b) is not None}
+    pairs = []
+    for i, run in enumerate(members):
+        match = by_seed.get(_seed(run)) if _seed(run) is not None else None
+        if match is None and i < len(base):
+            match = base[i]
+        if match is not None:
+            pairs.append((run, match))
+    return pairs
+
+
+def summarise_groups(runs: Sequence[Run], groups: Sequence[str] | None = None,
+                     baseline: str | None = None) -> list[GroupSummary]:
+    """Summarise ``runs`` by group (default: each run its own group) against ``baseline``.
+
+    Raises
+    ------
+    ConfigError
+        On bad ``groups`` (:func:`group_runs`) or a ``baseline`` that names no group.
+    """
+    grouped = group_runs(runs, list(groups) if groups else [r.label for r in runs])
+    if baseline is not None and baseline not in grouped:
+        raise ConfigError(f"--baseline: {baseline!r} is not one of the groups "
+                          f"({', '.join(map(repr, grouped))})")
+    upto = float(min(r.points[-1].x for r in runs))
+    out = []
+    for name, members in grouped.items():
+        gains: tuple[Gain, ...] = ()
+        if baseline is not None and name != baseline:
+            gains = tuple(convergence_gain(b, r) for r, b in _pair(members, grouped[baseline]))
+        best, final = stat([r.best.fid for r in members]), stat([r.final.fid for r in members])
+        auc = stat([fid_auc(r.points, upto) for r in members])
+        assert best is not None and final is not None and auc is not None  # members non-empty
+        out.append(GroupSummary(
+            label=name, runs=tuple(r.label for r in members),
+            seeds=tuple(_seed(r) for r in members), best_fid=best, final_fid=final, auc=auc,
+            auc_upto=upto, gains=gains,
+            gain_x=stat([g.gain_x for g in gains if g.gain_x is not None]),
+            gain_virtual=stat([g.gain_virtual for g in gains if g.gain_virtual is not None]),
+            reached=sum(g.reach_x is not None for g in gains)))
+    return out
+
+
+__all__ = ["Gain", "GroupSummary", "Stat", "convergence_gain", "fid_auc", "group_runs", "stat",
+           "summarise_groups"]

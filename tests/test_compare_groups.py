@@ -1,0 +1,130 @@
+"""`flwr-gan compare --group/--baseline`: runs over seeds, area under the curve, the gain."""
+
+import json
+import math
+
+import pytest
+from PIL import Image
+
+from flwr_gan.cli import main
+from flwr_gan.config import ConfigError
+from flwr_gan.report import compare_runs, load_run
+from flwr_gan.report.groups import convergence_gain, fid_auc, stat, summarise_groups
+from flwr_gan.report.table import EvalPoint
+from tests.test_compare import fl_records, make_run
+
+
+def points(pairs, virtual=None):
+    return [EvalPoint(x, None, None if virtual is None else virtual * x, 0, 0, f)
+            for x, f in pairs]
+
+
+def test_stat_is_mean_sample_std_and_range():
+    s = stat([2.0, 4.0, 9.0])
+    assert s is not None
+    assert s.mean == 5.0 and s.min == 2.0 and s.max == 9.0 and s.n == 3
+    assert math.isclose(s.std, math.sqrt(((3**2) + 1 + 16) / 2))
+    assert stat([7.0]).std == 0.0  # type: ignore[union-attr]
+    assert stat([]) is None
+
+
+def test_auc_is_the_trapezoid_mean_and_interpolates_its_end():
+    pts = points([(0, 1000.0), (10, 500.0), (20, 300.0)])
+    assert fid_auc(pts) == pytest.approx((10 * 750 + 10 * 400) / 20)
+    # up to x=15: the last segment ends at the interpolated FID 400
+    assert fid_auc(pts, upto=15) == pytest.approx((10 * 750 + 5 * 450) / 15)
+    assert fid_auc(pts, upto=0) == 1000.0
+    # an early fall lowers the area even with the same best value
+    late = points([(0, 1000.0), (10, 900.0), (20, 300.0)])
+    assert fid_auc(late) > fid_auc(pts)
+    with pytest.raises(ValueError, match="outside"):
+        fid_auc(pts, upto=25)
+    with pytest.raises(ValueError, match="no evaluation"):
+        fid_auc([])
+
+
+def two_configs(tmp_path, *, slow_fids, fast_fids, seeds=(0, 1)):
+    """Baseline 'slow' and 'fast' runs for each seed; 0.5 virtual s per round."""
+    dirs, groups = [], []
+    for seed in seeds:
+        for name, fids in (("slow", slow_fids), ("fast", fast_fids)):
+            dirs.append(make_run(tmp_path / f"{name}{seed}", "flgan",
+                                 fl_records([f + seed for f in fids]), samples=False,
+                                 seed=seed, local_steps=1))
+            groups.append(name)
+    return dirs, groups
+
+
+def test_gain_is_baseline_time_to_its_best_over_time_to_reach_it(tmp_path):
+    # evaluations every 2 rounds; baseline best 400 at round 8 (4 s), the other run reaches
+    # <= 400 at round 4 (2 s): gain 2x; a run that never reaches it has no gain
+    base = load_run(make_run(tmp_path / "b", "flgan", fl_records([1000, 700, 600, 500, 400]),
+                             samples=False, local_steps=1))
+    fast = load_run(make_run(tmp_path / "f", "flgan", fl_records([1000, 600, 390, 380, 420]),
+                             samples=False, local_steps=1))
+    never = load_run(make_run(tmp_path / "n", "flgan", fl_records([1000, 800, 700, 600, 500]),
+                              samples=False, local_steps=1))
+    g = convergence_gain(base, fast)
+    assert (g.target, g.baseline_x, g.reach_x) == (400, 8, 4)
+    assert g.baseline_virtual_s == pytest.approx(4.0) and g.reach_virtual_s == pytest.approx(2.0)
+    assert g.gain_virtual == pytest.approx(2.0) and g.gain_x == pytest.approx(2.0)
+    g = convergence_gain(base, never)
+    assert g.reach_x is None and g.gain_virtual is None and g.gain_x is None
+    assert convergence_gain(base, base).gain_virtual == pytest.approx(1.0)
+
+
+def test_groups_pair_by_seed_and_summarise_over_runs(tmp_path):
+    dirs, groups = two_configs(tmp_path, slow_fids=[1000, 700, 600, 500, 400],
+                               fast_fids=[1000, 600, 390, 380, 420], seeds=(0, 1, 2))
+    # give the runs out of order: pairing is by seed, not position
+    order = [1, 0, 3, 2, 5, 4]
+    runs = [load_run(dirs[i]) for i in order]
+    out = summarise_groups(runs, [groups[i] for i in order], baseline="slow")
+    by = {g.label: g for g in out}
+    assert list(by) == ["fast", "slow"]
+    fast, slow = by["fast"], by["slow"]
+    assert fast.seeds == (0, 1, 2) and slow.gains == () and fast.reached == 3
+    assert all(g.seed == g2 for g, g2 in zip(fast.gains, (0, 1, 2), strict=True))
+    assert fast.gain_virtual is not None and fast.gain_virtual.mean == pytest.approx(2.0)
+    assert fast.best_fid.mean == pytest.approx(381.0) and fast.best_fid.std == pytest.approx(1.0)
+    assert slow.auc.mean > fast.auc.mean
+    assert fast.auc_upto == 8
+
+
+def test_compare_writes_the_group_table_figure_and_json(tmp_path, capsys):
+    dirs, groups = two_configs(tmp_path, slow_fids=[1000, 700, 600, 500, 400],
+                               fast_fids=[1000, 600, 390, 380, 420])
+    out = tmp_path / "cmp"
+    result = compare_runs(dirs, out, groups=groups, baseline="slow")
+    assert [g.label for g in result.groups] == ["slow", "fast"]
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["baseline"] == "slow"
+    fast = doc["groups"][1]
+    assert fast["reached"] == 2 and fast["gain_virtual"]["mean"] == pytest.approx(2.0)
+    text = (out / "compare.md").read_text()
+    assert "## Over seeds" in text and "gain over slow" in text and "2.00x" in text
+    assert Image.open(out / "groups.png").size[0] > 600
+    # the CLI: groups and baseline flags, one line per group
+    assert main(["compare", *map(str, dirs), "--out", str(tmp_path / "cli"),
+                 "--group", *groups, "--baseline", "slow"]) == 0
+    printed = capsys.readouterr().out
+    assert "group fast (2 runs)" in printed and "gain over slow 2.00x" in printed
+    # without --group, --baseline names a run label
+    result = compare_runs(dirs[:2], tmp_path / "one", labels=["a", "b"], baseline="a")
+    assert result.groups[1].gain_virtual is not None
+    compare_runs(dirs[:2], tmp_path / "plain")
+    assert not (tmp_path / "plain" / "groups.png").exists()
+
+
+def test_bad_groups_and_baseline_are_one_line_usage_errors(tmp_path, capsys):
+    dirs, groups = two_configs(tmp_path, slow_fids=[1000, 500], fast_fids=[1000, 400])
+    with pytest.raises(ConfigError, match="--group: 3 group name"):
+        compare_runs(dirs, tmp_path / "o", groups=groups[:3])
+    with pytest.raises(ConfigError, match="--baseline: 'nope' is not one of the groups"):
+        compare_runs(dirs, tmp_path / "o", groups=groups, baseline="nope")
+    with pytest.raises(ConfigError, match="non-empty"):
+        compare_runs(dirs, tmp_path / "o", groups=["a", " ", "a", "b"])
+    assert main(["compare", *map(str, dirs), "--out", str(tmp_path / "o"),
+                 "--group", "a", "b", "--baseline", "a"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--group: 2 group name(s) for 4 run(s)" in err[0]
