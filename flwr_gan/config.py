@@ -362,6 +362,15 @@ class Settings:
             raise ConfigError("--resume does not support --sync discriminator: the generators "
                               "lived on the devices and a restarted run has lost them; start a "
                               "new run")
+        if self.has("bn_buffers") and self.get("bn_buffers") == "local":
+            if self.get("eval_mode") == "eval":
+                raise ConfigError("--bn-buffers local needs --eval-mode recalibrate or train: "
+                                  "the server's generator has no running statistics of its "
+                                  "own to score with")
+            if self.has("resume") and self.get("resume"):
+                raise ConfigError("--resume does not support --bn-buffers local: the devices' "
+                                  "running statistics are not in the checkpoint; start a new "
+                                  "run")
         if self.has("aggregator"):
             self._check_round_size()
         if self.has("resume") and self.get("resume") and self.get("overwrite"):

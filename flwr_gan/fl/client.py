@@ -14,7 +14,9 @@ Message types
     averages the broken weights. With ``sync`` = ``generator`` or
     ``discriminator`` in the config, only that network travels both ways; the
     other one is the device's own, kept in ``context.state``
-    (:mod:`flwr_gan.fl.partial`).
+    (:mod:`flwr_gan.fl.partial`). With ``bn-buffers`` = ``local`` the device
+    trains with its own BatchNorm running statistics and replies with the
+    received ones (:mod:`flwr_gan.fl.bn`).
 ``query.fl_generator`` (:func:`flwr_gan.fl.partial.handle_generator_query`)
     Replies with the device's own generator (``sync = discriminator``), which
     the server scores at evaluation rounds.
@@ -54,6 +56,13 @@ from flwr_gan.core.models import PRESETS, build_models
 from flwr_gan.core.training import GANTrainer, OptimizerConfig, infinite_batches
 from flwr_gan.data import ImageDataset
 from flwr_gan.data.node import ConfigValue, DataConfig, device_key, node_training_data
+from flwr_gan.fl.bn import (
+    BN_KEY,
+    buffer_keys,
+    echo_global_buffers,
+    restore_local_buffers,
+    store_local_buffers,
+)
 from flwr_gan.fl.partial import (
     GENERATOR_QUERY,
     handle_generator_query,
@@ -213,6 +222,9 @@ def handle_train(msg: Message, context: Context,
     if local:  # the device's own networks: stored, or (first round) the run's initial ones
         load_local(context, local, lambda: initial_models(
             preset, data.image_shape, latent, _get_int(cfg, "seed", 0)))
+    local_bn = str(cfg.get(BN_KEY, "averaged")) == "local"
+    if local_bn:
+        restore_local_buffers(context, synced)
     steps = _get_int(cfg, "local-steps", 30)
     batch_size = _get_int(cfg, "batch-size", 50)
     rnd = _get_int(cfg, "server-round", 0)
@@ -233,10 +245,11 @@ def handle_train(msg: Message, context: Context,
     })
     if local:
         store_local(context, local)
-    reply = RecordDict({
-        ARRAYS_KEY: models_to_arrays(synced),
-        METRICS_KEY: metrics,
-    })
+    out = models_to_arrays(synced)
+    if local_bn:
+        store_local_buffers(context, synced)
+        out = echo_global_buffers(out, arrays, buffer_keys(synced))
+    reply = RecordDict({ARRAYS_KEY: out, METRICS_KEY: metrics})
     return Message(reply, reply_to=msg)
 
 

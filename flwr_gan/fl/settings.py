@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flwr_gan.config import knob
+from flwr_gan.fl.bn import BN_MODES
 from flwr_gan.fl.failures import FAIL_MODES, parse_attacks
 from flwr_gan.strategy.fegan import SAMPLINGS
 from flwr_gan.strategy.robust import METHODS, RobustAggregation
@@ -20,6 +21,10 @@ class FLSettings:
     min_nodes: int = knob(1, "devices per round at least", ge=1)
     collect_metadata: bool = knob(True, "flgan: query class counts too, only to report "
                                   "kl_seen")
+    bn_buffers: str = knob("averaged", "BatchNorm running statistics: averaged with the "
+                           "weights, or local (each device keeps its own, as the FeGAN "
+                           "reference; needs --eval-mode recalibrate or train)",
+                           choices=BN_MODES)
 
 
 @dataclass(frozen=True)
