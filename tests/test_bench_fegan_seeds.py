@@ -1,0 +1,30 @@
+"""The FeGAN-vs-FL-GAN seeds benchmark's smoke run: the real script, tiny, grouped compare."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_fegan_seeds_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "fegan_seeds.py"), "--smoke",
+                           "--runs", str(tmp_path / "runs"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    groups = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [g["label"] for g in groups] == ["FL-GAN", "FeGAN s=1 w=1"]
+    fl, fe = groups
+    assert fl["gains"] == [] and len(fe["gains"]) == 1 and fe["gains"][0]["seed"] == 0
+    config = json.loads((tmp_path / "runs" / "FeGAN_s1_w1_seed0" / "config.json").read_text())
+    # the paper's engine with its own draw, on the smoke's tiny federation
+    assert config["partition"] == "fegan" and config["fegan_draw"] == "shared"
+    assert config["algorithm"] == "fegan" and config["loss"] == "lsgan"
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["baseline"] == "FL-GAN" and len(doc["runs"]) == 2
+    assert (out / "groups.png").stat().st_size > 10_000
+    assert "## Over seeds" in (out / "compare.md").read_text()
