@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--n-eval", type=int, default=1000)
     p.add_argument("--ablation", action="store_true", help="also s=1 w=0 and s=0 w=1")
+    p.add_argument("--only", nargs="+", default=None, choices=list(RUNS),
+                   help="run just these labels (with --runs-only)")
     p.add_argument("--runs", default="runs/bench-fegan-seeds")
     p.add_argument("--out", default=str(RESULTS / "fegan_seeds"))
     p.add_argument("--runs-only", action="store_true", help="run, do not compare")
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seeds, args.rounds, args.num_clients, args.local_steps = [0], 2, 8, 2
         args.eval_every, args.n_eval, args.max_samples, args.fraction = 1, 100, 100, 0.25
-    labels = list(RUNS) if args.ablation else list(MAIN)
+    labels = args.only or (list(RUNS) if args.ablation else list(MAIN))
     runs_dir = Path(args.runs)
     runs_dir.mkdir(parents=True, exist_ok=True)
     dirs: list[Path] = []
