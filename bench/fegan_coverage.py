@@ -11,6 +11,15 @@ strategies' own samplers (:class:`flwr_gan.strategy.BalancedSampler`,
 and reports ``kl_seen`` per round (FeGAN Fig. 10) and the rounds until every
 sample has been seen at least once. Writes ``bench/results/fegan_coverage.json``
 and ``fegan_kl_seen.png``.
+
+``--tag NAME`` (FeGAN Table 1's settings, e.g. ``--num-clients 80 --max-class 5
+--max-samples 3000 --fegan-draw shared --tag t1_5_3000``) replays instead how
+fast each sampler sweeps the distributed data: the rounds until 50 / 90 / 99 /
+100 % of the devices' samples have been seen, the devices never sampled in
+``--rounds`` rounds, and the random sampler's complete sweeps (every non-empty
+device sampled since the previous sweep); written to ``fegan_coverage_<tag>.json``.
+With equal loads every round moves the same bytes and takes the same virtual
+time, so rounds stand for time and bandwidth.
 """
 
 from __future__ import annotations
@@ -52,6 +61,65 @@ def replay(counts: np.ndarray, size: int, rounds: int, mode: str, seed: int,
     return kls, full, kls_ds
 
 
+LEVELS = (0.5, 0.9, 0.99, 1.0)
+
+
+def coverage_run(counts: np.ndarray, size: int, rounds: int, mode: str, seed: int
+                 ) -> dict[str, object]:
+    """Replay ``rounds`` rounds; return when each coverage level was reached, and more."""
+    seen = SeenData(counts)
+    sampler = BalancedSampler(counts)
+    rng = np.random.default_rng(seed)
+    holders = set(np.flatnonzero(counts.sum(axis=1) > 0).tolist())
+    reach: dict[str, int | None] = {f"{level:g}": None for level in LEVELS}
+    sampled: set[int] = set()
+    pending, start, sweeps = set(holders), 0, []
+    for r in range(1, rounds + 1):
+        picked = sampler.sample(size) if mode == "balanced" else \
+            random_sample(rng, len(counts), size)
+        seen.add(picked)
+        sampled.update(picked)
+        for level in LEVELS:
+            if reach[f"{level:g}"] is None and seen.coverage >= level - 1e-12:
+                reach[f"{level:g}"] = r
+        pending.difference_update(picked)
+        if not pending:
+            sweeps.append(r - start)
+            pending, start = set(holders), r
+    never = sorted(holders - sampled)
+    return {"rounds_to_coverage": reach, "never_sampled": len(never),
+            "never_sampled_samples": int(counts[never].sum()) if never else 0,
+            "sweeps": len(sweeps),
+            "rounds_per_sweep": float(np.mean(sweeps)) if sweeps else None}
+
+
+def table1_main(args: argparse.Namespace, counts: np.ndarray, size: int) -> None:
+    """``--tag``: how fast balanced and random sampling sweep the distributed data."""
+    bal = coverage_run(counts, size, args.rounds, "balanced", 0)
+    rand = [coverage_run(counts, size, args.rounds, "random", s) for s in range(args.seeds)]
+
+    def median(level: str) -> float:
+        vals = [r["rounds_to_coverage"][level] for r in rand]  # type: ignore[index]
+        return float(np.median([np.inf if v is None else v for v in vals]))
+
+    result = {
+        "partition": {"num_clients": args.num_clients, "max_class": args.max_class,
+                      "max_samples": args.max_samples, "draw": args.fegan_draw,
+                      "samples": int(counts.sum()),
+                      "empty_devices": int((counts.sum(axis=1) == 0).sum()),
+                      "devices_per_round": size},
+        "rounds": args.rounds, "balanced": bal,
+        "random_median_rounds_to_coverage": {f"{lv:g}": median(f"{lv:g}") for lv in LEVELS},
+        "random_rounds_per_sweep_mean": float(np.mean(
+            [r["rounds_per_sweep"] for r in rand if r["rounds_per_sweep"] is not None])),
+        "random_never_sampled_max": max(int(r["never_sampled"]) for r in rand),  # type: ignore[call-overload]
+        "random_seeds": args.seeds,
+    }
+    (RESULTS / f"fegan_coverage_{args.tag}.json").write_text(json.dumps(result, indent=2)
+                                                             + "\n")
+    print(json.dumps(result, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--num-clients", type=int, default=176)
@@ -60,10 +128,16 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=500)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3000)
+    parser.add_argument("--fegan-draw", default="disjoint", choices=("disjoint", "shared"))
+    parser.add_argument("--tag", default="", help="Table 1 mode: write "
+                        "fegan_coverage_<tag>.json (rounds to each coverage level)")
     args = parser.parse_args()
     cfg = DataConfig(dataset="mnist", partition="fegan", max_class=args.max_class,
-                     max_samples=args.max_samples)
+                     max_samples=args.max_samples, fegan_draw=args.fegan_draw)
     counts = dataset_partition(cfg, args.num_clients).histograms
+    if args.tag:
+        table1_main(args, counts, round_size(args.fraction, args.num_clients))
+        return
     dataset_counts = load_training_set("mnist").class_counts()
     size = round_size(args.fraction, args.num_clients)
     bal_kl, bal_full, bal_ds = replay(counts, size, args.rounds, "balanced", 0, dataset_counts)
