@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
-from flwr_gan.runtime.records import InvalidUpdateError
+from flwr_gan.runtime.records import REJECTED_PREFIX, InvalidUpdateError
 from flwr_gan.runtime.telemetry import content_nbytes
 
 
@@ -182,3 +183,65 @@ def short_reason(reason: str, limit: int = 300) -> str:
         text = lines[-1] if lines else ""
     return text[:limit]
 
+
+@dataclass
+class Triage:
+    """A round's replies sorted into valid updates, failures and rejections.
+
+    Attributes
+    ----------
+    ids, replies, arrays, metrics : list
+        The valid updates: node id, reply, its ArrayRecord and MetricRecord, in
+        the order the nodes were sampled (so float sums repeat bit for bit).
+    failed : dict
+        Node id -> why it gave no update (an error reply, or none before the timeout).
+    rejected : dict
+        Node id -> why its update was refused (:func:`check_reply`, or a wrapper
+        that rejected what arrived).
+    bytes_up : dict
+        Node id -> bytes its reply took on the wire (:func:`wire_nbytes`).
+    """
+
+    ids: list[int] = field(default_factory=list)
+    replies: list[Message] = field(default_factory=list)
+    arrays: list[ArrayRecord] = field(default_factory=list)
+    metrics: list[MetricRecord] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    rejected: dict[int, str] = field(default_factory=dict)
+    bytes_up: dict[int, int] = field(default_factory=dict)
+
+
+def triage(replies: Iterable[Message], *, intended: Sequence[int],
+           sent: Iterable[Message], reference: ArrayRecord | None, weighted_by_key: str,
+           max_norm: float = 0.0) -> Triage:
+    """Sort a round's replies (see :class:`Triage`); nodes that never answered fail."""
+    out = Triage()
+    sent_to = destinations(sent)
+    # Replies arrive in whatever order the devices finish; keep the sampling order.
+    order = {nid: i for i, nid in enumerate(intended)}
+    by_node = sorted(((sender(r, sent_to), r) for r in replies),
+                     key=lambda pair: (order.get(pair[0], len(order)), pair[0]))
+    for nid, reply in by_node:
+        if reply.has_error():
+            reason = reply.error.reason or ""
+            if reason.startswith(REJECTED_PREFIX):  # a wrapper rejected what arrived
+                out.rejected[nid] = reason[len(REJECTED_PREFIX):]
+            else:
+                out.failed[nid] = f"error: {short_reason(reason)}"
+            continue
+        out.bytes_up[nid] = wire_nbytes(reply.content)
+        try:
+            arrays, metrics = check_reply(f"node {nid}", reply.content, reference,
+                                          weighted_by_key, max_norm)
+        except InvalidUpdateError as err:
+            out.rejected[nid] = str(err)
+            continue
+        out.ids.append(nid)
+        out.replies.append(reply)
+        out.arrays.append(arrays)
+        out.metrics.append(metrics)
+    replied = {nid for nid, _ in by_node}
+    for nid in intended:
+        if nid not in replied:
+            out.failed[nid] = "no reply before the timeout"
+    return out

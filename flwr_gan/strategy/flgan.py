@@ -46,19 +46,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from flwr_gan.runtime.records import REJECTED_PREFIX, InvalidUpdateError
 from flwr_gan.runtime.telemetry import LinkModel, NodeCost, content_nbytes, virtual_round_seconds
 from flwr_gan.strategy.accounting import SeenData
-from flwr_gan.strategy.aggregate import (
-    StallError,
-    check_reply,
-    destinations,
-    num,
-    sender,
-    short_reason,
-    weighted_average,
-    wire_nbytes,
-)
+from flwr_gan.strategy.aggregate import StallError, num, triage, weighted_average
 from flwr_gan.strategy.metadata import DeviceInfo, MetadataError, query_metadata
 from flwr_gan.strategy.robust import RobustAggregation, aggregate_with_flower
 from flwr_gan.strategy.sampling import random_sample, round_size
@@ -353,47 +343,15 @@ class FLGAN(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate the replies, average the valid ones, record the round's telemetry."""
         t0 = time.perf_counter()
-        replies = list(replies)
         info = self._round or {"started": t0, "intended": [], "bytes_down": {},
                                "reference": None, "server_s": 0.0}
         reference: ArrayRecord | None = info["reference"]
-        failed: dict[int, str] = {}
-        rejected: dict[int, str] = {}
-        valid_ids: list[int] = []
-        valid_replies: list[Message] = []
-        valid_arrays: list[ArrayRecord] = []
-        valid_metrics: list[MetricRecord] = []
-        bytes_up: dict[int, int] = {}
-        sent_to = destinations(info.get("messages", ()))
-        # Replies arrive in whatever order the devices finish; average them in the order
-        # they were sampled, so that records and the float sums repeat bit for bit.
-        order = {nid: i for i, nid in enumerate(info["intended"])}
-        by_node = sorted(((sender(r, sent_to), r) for r in replies),
-                         key=lambda pair: (order.get(pair[0], len(order)), pair[0]))
-        for nid, reply in by_node:
-            if reply.has_error():
-                reason = reply.error.reason or ""
-                if reason.startswith(REJECTED_PREFIX):  # a wrapper rejected what arrived
-                    rejected[nid] = reason[len(REJECTED_PREFIX):]
-                else:
-                    failed[nid] = f"error: {short_reason(reason)}"
-                continue
-            content = reply.content
-            bytes_up[nid] = wire_nbytes(content)
-            try:
-                arrays, metrics = check_reply(f"node {nid}", content, reference,
-                                              self.weighted_by_key, self.max_update_norm)
-            except InvalidUpdateError as err:
-                rejected[nid] = str(err)
-                continue
-            valid_ids.append(nid)
-            valid_replies.append(reply)
-            valid_arrays.append(arrays)
-            valid_metrics.append(metrics)
-        replied = {nid for nid, _ in by_node}
-        missing = [nid for nid in info["intended"] if nid not in replied]
-        for nid in missing:
-            failed[nid] = "no reply before the timeout"
+        got = triage(replies, intended=info["intended"], sent=info.get("messages", ()),
+                     reference=reference, weighted_by_key=self.weighted_by_key,
+                     max_norm=self.max_update_norm)
+        failed, rejected = got.failed, got.rejected
+        valid_ids, valid_replies = got.ids, got.replies
+        valid_arrays, valid_metrics = got.arrays, got.metrics
         for nid, reason in (failed | rejected).items():
             log(WARNING, "Round %d: update of node %d excluded: %s", self.current_round, nid,
                 reason)
@@ -419,7 +377,7 @@ class FLGAN(FedAvg):
             index = self._index()
             self.seen.add(index[n] for n in valid_ids if n in index)
         server_s = info["server_s"] + time.perf_counter() - t0
-        record = self._telemetry(info, valid_ids, valid_metrics, weights, failed, bytes_up,
+        record = self._telemetry(info, valid_ids, valid_metrics, weights, failed, got.bytes_up,
                                  server_s)
         record["rejected"] = self.named(rejected)
         if skipped is not None:
