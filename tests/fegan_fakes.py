@@ -77,3 +77,19 @@ class InProcessGrid(Grid):
                 reply = self.tamper(nid, reply)
             replies.append(reply)
         return replies
+
+
+def run_fl_in_process(settings, client: ClientApp  # type: ignore[no-untyped-def]
+                      ) -> tuple[list[dict], InProcessGrid]:
+    """Run the FL-GAN / FeGAN server loop of ``settings`` over an :class:`InProcessGrid`.
+
+    The caller sets the task identity first (:func:`set_task_identity`).
+    """
+    from flwr_gan.fl.server import run_federated
+    from flwr_gan.runtime.experiment import prepare
+
+    exp = prepare(settings, unit="round", total=settings.rounds, federated=True)
+    grid = InProcessGrid(client, settings.num_clients, run_config=settings.to_run_config())
+    records = run_federated(grid, exp)
+    exp.close()
+    return records, grid

@@ -18,10 +18,9 @@ from flwr_gan.fl.bn import (
     store_local_buffers,
 )
 from flwr_gan.fl.client import ClientSettings, handle_train, make_client_app
-from flwr_gan.fl.server import run_federated
-from flwr_gan.runtime.experiment import prepare
 from flwr_gan.runtime.records import models_to_arrays
-from tests.fegan_fakes import InProcessGrid, set_task_identity
+from tests.fegan_fakes import InProcessGrid, run_fl_in_process, set_task_identity
+from tests.test_client_app import ctx
 
 DATA = DataConfig(partition="fegan", max_class=3, max_samples=100)
 
@@ -29,12 +28,6 @@ DATA = DataConfig(partition="fegan", max_class=3, max_samples=100)
 @pytest.fixture(autouse=True)
 def _identity(monkeypatch):
     set_task_identity(monkeypatch)
-
-
-def ctx(pid: int) -> Context:
-    return Context(run_id=1, node_id=500 + pid,
-                   node_config={"partition-id": pid, "num-partitions": 6},
-                   state=RecordDict(), run_config={})
 
 
 def train(c: Context, arrays: ArrayRecord, rnd: int, **cfg) -> ArrayRecord:
@@ -99,11 +92,7 @@ def run_loop(tmp_path, **over):
                              local_steps=25, batch_size=16, max_class=3, max_samples=100,
                              eval_every=4, n_eval=200, eval_seeds=1, out=str(tmp_path / "run"),
                              progress=False, **over)
-    exp = prepare(settings, unit="round", total=settings.rounds, federated=True)
-    grid = InProcessGrid(make_client_app(), settings.num_clients,
-                         run_config=settings.to_run_config())
-    records = run_federated(grid, exp)
-    exp.close()
+    records, grid = run_fl_in_process(settings, make_client_app())
     return grid, records
 
 

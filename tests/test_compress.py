@@ -23,7 +23,7 @@ from flwr_gan.compress.mod import RESIDUAL_KEY, adacomp_mod
 from flwr_gan.compress.strategy import AdaComp, decode_arrays
 from flwr_gan.compress.wire import MalformedPayload, decode, encode
 from flwr_gan.strategy import FLGAN
-from tests.fegan_fakes import InProcessGrid, set_task_identity
+from tests.fegan_fakes import InProcessGrid, run_fl_in_process, set_task_identity
 from tests.test_simulation import in_process, tiny
 
 # ----------------------------------------------------------------- selection
@@ -264,16 +264,8 @@ def test_decode_arrays_needs_the_dense_non_float_arrays():
 
 
 def _run(settings, monkeypatch):
-    from flwr_gan.fl.server import run_federated
-    from flwr_gan.runtime.experiment import prepare
-
     set_task_identity(monkeypatch)
-    exp = prepare(settings, unit="round", total=settings.rounds, federated=True)
-    grid = InProcessGrid(device_app(), settings.num_clients,
-                         run_config=settings.to_run_config())
-    recs = run_federated(grid, exp)
-    exp.close()
-    return recs, grid
+    return run_fl_in_process(settings, device_app())
 
 
 def test_fegan_with_adacomp_uploads_far_fewer_bytes(tmp_path, monkeypatch):

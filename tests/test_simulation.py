@@ -9,11 +9,10 @@ import torch
 
 from flwr_gan.algorithms import make_settings
 from flwr_gan.fl.client import make_client_app
-from flwr_gan.fl.server import run_federated
 from flwr_gan.runtime.checkpoint import CheckpointError, load_checkpoint, save_state
 from flwr_gan.runtime.experiment import prepare
 from flwr_gan.runtime.rundir import read_metrics
-from tests.fegan_fakes import InProcessGrid, set_task_identity
+from tests.fegan_fakes import run_fl_in_process, set_task_identity
 
 TELEMETRY = {"round", "nodes", "bytes_up", "bytes_down", "compute_s", "compute_s_max",
              "wall_s", "virtual_s", "kl_seen", "coverage"}
@@ -29,12 +28,7 @@ def tiny(tmp_path, algorithm="fegan", **over):
 def in_process(settings, monkeypatch):
     """Run the family's server loop over an in-process grid (no Ray)."""
     set_task_identity(monkeypatch)
-    exp = prepare(settings, unit="round", total=settings.rounds, federated=True)
-    grid = InProcessGrid(make_client_app(), settings.num_clients,
-                         run_config=settings.to_run_config())
-    records = run_federated(grid, exp)
-    exp.close()
-    return records
+    return run_fl_in_process(settings, make_client_app())[0]
 
 
 def test_server_loop_writes_the_run_directory(tmp_path, monkeypatch):
