@@ -1,0 +1,122 @@
+"""MD-GAN vs FL-GAN at equal generator updates (the MD-GAN paper's Fig. 3 setting, scaled).
+
+MNIST split i.i.d. over ``--num-clients`` workers, the same preset and batch size
+for both, evaluated with the same protocol (FID and score in the cached MNIST
+classifier's feature space, ``--n-eval`` samples, 3 latent seeds):
+
+* **MD-GAN** (Algorithm 1, kappa = 1 by default): ``--iterations`` generator
+  updates on the server, discriminators swapped every epoch (E = 1).
+* **FL-GAN**: every worker trains its own G and D for one epoch of its shard
+  (``m / b`` local steps, rounded so that the rounds cover ``--iterations``
+  updates), then the server averages them (C = 1, the paper's E = 1). Its
+  ``round r`` is ``r * local_steps`` generator updates.
+
+The x axis is generator updates, as in the paper (each FL-GAN worker's
+generator is updated that many times). Bytes per generator update come from the
+runs' own telemetry. Each run directory goes under ``--runs``; finished runs
+are reused. Writes ``<out>.json`` and ``<out>.png``.
+
+Usage::
+
+    python bench/mdgan_vs_flgan.py --iterations 1000 --batch-size 32 --seeds 0
+    python bench/mdgan_vs_flgan.py --smoke --runs /tmp/r --out /tmp/m   # CI size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fegan_common import RESULTS
+
+from flwr_gan.algorithms import make_settings
+from flwr_gan.runtime.rundir import plot_fid_curves, read_metrics
+from flwr_gan.runtime.simulation import run
+
+TRAIN_SIZE = 60_000  # MNIST's training split, shared equally by the workers
+
+
+def plan(args: argparse.Namespace, seed: int) -> dict[str, tuple[str, dict[str, Any], int]]:
+    """Return label -> (algorithm, settings, generator updates per record step)."""
+    n, b, it = args.num_clients, args.batch_size, args.iterations
+    shard = TRAIN_SIZE // n
+    steps = max(1, round(shard / b))  # one epoch of a worker's shard
+    rounds = max(1, math.ceil(it / steps))
+    steps = math.ceil(it / rounds)  # spread I updates evenly over the rounds
+    common: dict[str, Any] = dict(model=args.model, n_eval=args.n_eval, progress=False,
+                                  overwrite=True, seed=seed, num_clients=n, batch_size=b,
+                                  partition="iid")
+    every = max(1, it // args.evals)
+    return {
+        f"MD-GAN kappa={args.kappa}": ("mdgan", common | dict(
+            iterations=it, kappa=args.kappa, swap_epochs=1.0, eval_every=every), 1),
+        "FL-GAN": ("flgan", common | dict(rounds=rounds, local_steps=steps, fraction=1.0,
+                                          eval_every=1), steps),
+    }
+
+
+def main() -> int:
+    """Run (or reuse) both families over the seeds; write the curves and a summary."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--iterations", type=int, default=1000, help="generator updates")
+    p.add_argument("--num-clients", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--model", default="small")
+    p.add_argument("--kappa", default="1", help="MD-GAN's kappa: an integer or 'log'")
+    p.add_argument("--evals", type=int, default=5, help="MD-GAN evaluations over the run")
+    p.add_argument("--n-eval", type=int, default=1000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--runs", default="runs/bench-mdgan-vs-flgan")
+    p.add_argument("--out", default=str(RESULTS / "mdgan_vs_flgan"))
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny CI version: 2 workers, 6 updates, 100 FID samples")
+    args = p.parse_args()
+    if args.smoke:
+        args.num_clients, args.iterations, args.n_eval, args.evals = 2, 6, 100, 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    curves: dict[str, list[dict[str, Any]]] = {}
+    summary: dict[str, Any] = {}
+    for seed in args.seeds:
+        for label, (algorithm, values, per_step) in plan(args, seed).items():
+            slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
+            run_dir = Path(args.runs) / f"{slug}_seed{seed}"
+            metrics = run_dir / "metrics.jsonl"
+            started, took = time.perf_counter(), None
+            if not metrics.exists():
+                print(f"running {label} seed {seed} -> {run_dir}", flush=True)
+                run(make_settings(algorithm, out=str(run_dir), **values))
+                took = time.perf_counter() - started
+            records = read_metrics(metrics)
+            for r in records:
+                r["generator_updates"] = r["round"] * per_step
+            curves[f"{label} seed {seed}"] = records
+            fids = [(r["generator_updates"], r["fid"]) for r in records
+                    if r.get("fid") is not None]
+            sent = sum(int(r.get("bytes_up") or 0) + int(r.get("bytes_down") or 0)
+                       for r in records)
+            updates = records[-1]["generator_updates"]
+            best = min(fids[1:] or fids, key=lambda x: x[1])
+            summary.setdefault(label, []).append({
+                "seed": seed, "run": str(run_dir), "fid": fids, "best_fid": best[1],
+                "best_at": best[0], "final_fid": fids[-1][1],
+                "score_final": next((r["score"] for r in reversed(records)
+                                     if r.get("score") is not None), None),
+                "generator_updates": updates,
+                "bytes_per_update": sent / max(1, updates), "run_s": took})
+            print(json.dumps({"label": label, "seed": seed, "best_fid": round(best[1], 1),
+                              "final_fid": round(fids[-1][1], 1),
+                              "bytes_per_update": round(sent / max(1, updates))}), flush=True)
+    plot_fid_curves(curves, out.with_suffix(".png"), x_key="generator_updates")
+    doc = {"settings": vars(args), "load_avg": os.getloadavg(), "runs": summary}
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
