@@ -74,16 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "fegan_seeds"))
     p.add_argument("--runs-only", action="store_true", help="run, do not compare")
     p.add_argument("--smoke", action="store_true",
-                   help="tiny CI version: 8 devices, 2 rounds, 1 seed, 100 FID samples")
+                   help="tiny CI version: 8 devices, 2 rounds, 2 seeds, 100 FID samples")
     args = p.parse_args(argv)
     if args.smoke:
-        args.seeds, args.rounds, args.num_clients, args.local_steps = [0], 2, 8, 2
+        args.seeds, args.rounds, args.num_clients, args.local_steps = [0, 1], 2, 8, 2
         args.eval_every, args.n_eval, args.max_samples, args.fraction = 1, 100, 100, 0.25
     labels = args.only or (list(RUNS) if args.ablation else list(MAIN))
     runs_dir = Path(args.runs)
     runs_dir.mkdir(parents=True, exist_ok=True)
     dirs: list[Path] = []
     names: list[str] = []
+    groups: list[str] = []
     timings: dict[str, dict[str, float]] = {}
     for seed in args.seeds:
         for label in labels:
@@ -98,11 +99,16 @@ def main(argv: list[str] | None = None) -> int:
                           file=sys.stderr)
                     return 1
             dirs.append(run_dir)
-            names.append(label)
+            names.append(f"{label} seed {seed}")
+            groups.append(label)
     if args.runs_only:
         return 0
-    result = compare_runs(dirs, args.out, labels=names, baseline=MAIN[0])
-    Path(args.out, "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    # runs reused from an earlier invocation keep the timings measured then
+    timing_file = Path(args.out, "timings.json")
+    earlier = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    result = compare_runs(dirs, args.out, labels=names, groups=groups,
+                          baseline=MAIN[0])
+    timing_file.write_text(json.dumps(earlier | timings, indent=1) + "\n")
     for group in result.groups:
         print(json.dumps(group.to_dict()), flush=True)
     return 0

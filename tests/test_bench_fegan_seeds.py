@@ -19,12 +19,13 @@ def test_fegan_seeds_bench_smoke(tmp_path: Path) -> None:
     groups = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [g["label"] for g in groups] == ["FL-GAN", "FeGAN s=1 w=1"]
     fl, fe = groups
-    assert fl["gains"] == [] and len(fe["gains"]) == 1 and fe["gains"][0]["seed"] == 0
+    # two seeds per configuration, each FeGAN run paired with FL-GAN's run of its seed
+    assert fl["gains"] == [] and [g["seed"] for g in fe["gains"]] == [0, 1]
     config = json.loads((tmp_path / "runs" / "FeGAN_s1_w1_seed0" / "config.json").read_text())
     # the paper's engine with its own draw, on the smoke's tiny federation
     assert config["partition"] == "fegan" and config["fegan_draw"] == "shared"
     assert config["algorithm"] == "fegan" and config["loss"] == "lsgan"
     doc = json.loads((out / "compare.json").read_text())
-    assert doc["baseline"] == "FL-GAN" and len(doc["runs"]) == 2
+    assert doc["baseline"] == "FL-GAN" and len(doc["runs"]) == 4
     assert (out / "groups.png").stat().st_size > 10_000
     assert "## Over seeds" in (out / "compare.md").read_text()

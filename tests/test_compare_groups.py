@@ -103,6 +103,9 @@ def test_compare_writes_the_group_table_figure_and_json(tmp_path, capsys):
     assert fast["reached"] == 2 and fast["gain_virtual"]["mean"] == pytest.approx(2.0)
     text = (out / "compare.md").read_text()
     assert "## Over seeds" in text and "gain over slow" in text and "2.00x" in text
+    # seeds differ by design when runs are grouped over them: not a caveat then
+    assert "`seed` differs" not in text
+    assert "`seed` differs" in "".join(compare_runs(dirs, tmp_path / "plain").notes)
     assert Image.open(out / "groups.png").size[0] > 600
     # the CLI: groups and baseline flags, one line per group
     assert main(["compare", *map(str, dirs), "--out", str(tmp_path / "cli"),

@@ -42,10 +42,16 @@ def mismatches(runs: Sequence[Run]) -> list[str]:
     return out
 
 
-def caveats(runs: Sequence[Run]) -> list[str]:
-    """Return what makes the comparison less direct than it looks (settings, clocks, units)."""
+def caveats(runs: Sequence[Run], *, grouped: bool = False) -> list[str]:
+    """Return what makes the comparison less direct than it looks (settings, clocks, units).
+
+    With ``grouped`` (runs summarised over seeds) a differing ``seed`` is the point,
+    not a caveat.
+    """
     notes = []
     for key in EVAL_KEYS + SETUP_KEYS:
+        if grouped and key == "seed":
+            continue
         values = {r.label: r.config.get(key) for r in runs}
         recorded = {k: v for k, v in values.items() if v is not None}
         if len({str(v) for v in recorded.values()}) > 1:

@@ -293,7 +293,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, force: bool
         rule = "given (--threshold)"
     summaries = tuple(summarise(r, threshold) for r in runs)
     by_config = tuple(summarise_groups(runs, groups, baseline)) if groups or baseline else ()
-    notes = caveats(runs)
+    notes = caveats(runs, grouped=bool(groups))
     untrained = [s.label for s in summaries if s.reach is not None and s.reach.x == 0]
     if untrained:
         notes.append(f"{', '.join(untrained)} 'reach' FID {threshold:.4g} before training "
