@@ -4,6 +4,7 @@ Usage::
 
     python bench/fegan_seeds.py                       # 3 seeds x {FL-GAN, FeGAN s=1 w=1}
     python bench/fegan_seeds.py --ablation            # plus s=1 w=0 and s=0 w=1
+    python bench/fegan_seeds.py --smooth 3 --out bench/results/fegan_seeds_smooth3
     python bench/fegan_seeds.py --smoke --runs DIR    # tiny version (CI)
 
 The paper's regime where a CPU allows it: MNIST on 80 devices, the FeGAN engine
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs/bench-fegan-seeds")
     p.add_argument("--out", default=str(RESULTS / "fegan_seeds"))
     p.add_argument("--runs-only", action="store_true", help="run, do not compare")
+    p.add_argument("--smooth", type=int, default=1,
+                   help="gains on the mean of the last K evaluations (flwr-gan compare)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny CI version: 8 devices, 2 rounds, 2 seeds, 100 FID samples")
     args = p.parse_args(argv)
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     timing_file = Path(args.out, "timings.json")
     earlier = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     result = compare_runs(dirs, args.out, labels=names, groups=groups,
-                          baseline=MAIN[0])
+                          baseline=MAIN[0], smooth=args.smooth)
     timing_file.write_text(json.dumps(earlier | timings, indent=1) + "\n")
     for group in result.groups:
         print(json.dumps(group.to_dict()), flush=True)

@@ -9,7 +9,13 @@ from PIL import Image
 from flwr_gan.cli import main
 from flwr_gan.config import ConfigError
 from flwr_gan.report import compare_runs, load_run
-from flwr_gan.report.groups import convergence_gain, fid_auc, stat, summarise_groups
+from flwr_gan.report.groups import (
+    convergence_gain,
+    fid_auc,
+    smoothed,
+    stat,
+    summarise_groups,
+)
 from flwr_gan.report.table import EvalPoint
 from tests.test_compare import fl_records, make_run
 
@@ -131,3 +137,34 @@ def test_bad_groups_and_baseline_are_one_line_usage_errors(tmp_path, capsys):
                  "--group", "a", "b", "--baseline", "a"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--group: 2 group name(s) for 4 run(s)" in err[0]
+
+
+def test_smooth_measures_the_gain_on_trailing_means_so_one_dip_does_not_set_it(tmp_path):
+    # the baseline dips once to 380 at its 2nd evaluation and otherwise sits near 450;
+    # the other run descends steadily to 400. Raw: the dip is the target, never reached.
+    dirs, groups = two_configs(tmp_path, slow_fids=[1000, 380, 460, 450, 455],
+                               fast_fids=[1000, 600, 430, 400, 400], seeds=(0,))
+    runs = [load_run(d) for d in dirs]
+    raw = {g.label: g for g in summarise_groups(runs, groups, baseline="slow")}["fast"]
+    assert raw.reached == 0 and raw.gains[0].target == pytest.approx(380)
+    # trailing means of 3 (evaluations every 2 rounds): slow 1000, 690, 613.3, 430 (round
+    # 6), 455 -> target 430; fast 1000, 800, 676.7, 476.7, 410 reaches it at round 8
+    sm = {g.label: g for g in summarise_groups(runs, groups, baseline="slow", smooth=3)}
+    gain = sm["fast"].gains[0]
+    assert gain.smooth == 3 and gain.target == pytest.approx((380 + 460 + 450) / 3)
+    assert (gain.baseline_x, gain.reach_x) == (6, 8) and gain.gain_x == pytest.approx(0.75)
+    assert [p.fid for p in smoothed(runs[0].points, 1)] == [p.fid for p in runs[0].points]
+    out = compare_runs(dirs, tmp_path / "cmp", groups=groups, baseline="slow", smooth=3)
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["smooth"] == 3
+    assert out.groups[1].reached == 1
+    assert "mean of the last 3 evaluations" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+@pytest.mark.parametrize(("smooth", "baseline", "says"), [
+    (0, "slow", "--smooth: 0 is invalid"), (2, None, "--smooth 2 applies to the convergence")])
+def test_bad_smooth_is_a_usage_error_naming_the_flag(tmp_path, smooth, baseline, says):
+    dirs, groups = two_configs(tmp_path, slow_fids=[1000, 500], fast_fids=[1000, 400],
+                               seeds=(0,))
+    with pytest.raises(ConfigError, match=says.replace("-", r"\-")):
+        compare_runs(dirs, tmp_path / "cmp", groups=groups, baseline=baseline, smooth=smooth)
+    assert not (tmp_path / "cmp").exists()  # refused before anything was written

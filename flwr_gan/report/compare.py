@@ -167,6 +167,8 @@ class CompareResult:
         unless ``groups`` or ``baseline`` was given).
     baseline : str or None
         The group the gains are measured against.
+    smooth : int
+        Evaluations per trailing mean the gains were measured on (1: raw FIDs).
     """
 
     runs: tuple[Run, ...]
@@ -179,6 +181,7 @@ class CompareResult:
     files: dict[str, Path] = field(default_factory=dict)
     groups: tuple[GroupSummary, ...] = ()
     baseline: str | None = None
+    smooth: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON document written to ``compare.json``."""
@@ -188,7 +191,8 @@ class CompareResult:
             "mismatches": list(self.mismatches), "notes": list(self.notes),
             "runs": [asdict(s) | {"points": [asdict(p) for p in r.points]}
                      for s, r in zip(self.summaries, self.runs, strict=True)],
-            "baseline": self.baseline, "groups": [g.to_dict() for g in self.groups],
+            "baseline": self.baseline, "smooth": self.smooth,
+            "groups": [g.to_dict() for g in self.groups],
         }
 
 
@@ -246,7 +250,7 @@ def x_axis(runs: Sequence[Run]) -> tuple[str, Callable[[EvalPoint], float | None
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, force: bool = False,
                  threshold: float | None = None,
                  labels: Sequence[str] | None = None, groups: Sequence[str] | None = None,
-                 baseline: str | None = None) -> CompareResult:
+                 baseline: str | None = None, smooth: int = 1) -> CompareResult:
     """Compare run directories; write ``compare.png``, ``samples.png``, ``compare.md``/``.json``.
 
     Parameters
@@ -267,16 +271,26 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, force: bool
     baseline : str, optional
         The group (or, without ``groups``, the run label) that convergence gains
         are measured against.
+    smooth : int
+        Measure the gains on the trailing mean of this many evaluations (default 1:
+        the raw curve, the FeGAN paper's definition).
 
     Raises
     ------
     ConfigError
         On a bad run directory, runs that are not comparable (without ``force``),
         a threshold that is not a positive number, bad labels or groups, a baseline
-        that names no group, or an ``out`` that is a file or one of the run directories.
+        that names no group, a ``smooth`` below 1 or without a baseline, or an
+        ``out`` that is a file or one of the run directories.
     """
     if threshold is not None and not threshold > 0:
         raise ConfigError(f"--threshold: {threshold!r} is invalid: expected an FID > 0")
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        raise ConfigError(f"--smooth: {smooth!r} is invalid: expected a whole number of "
+                          "evaluations >= 1 (1: the raw FID curve)")
+    if smooth > 1 and baseline is None:
+        raise ConfigError(f"--smooth {smooth} applies to the convergence gain: give "
+                          "--baseline NAME too")
     runs = load_runs(run_dirs, labels)
     target = Path(out)
     if target.exists() and not target.is_dir():
@@ -292,7 +306,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, force: bool
     else:
         rule = "given (--threshold)"
     summaries = tuple(summarise(r, threshold) for r in runs)
-    by_config = tuple(summarise_groups(runs, groups, baseline)) if groups or baseline else ()
+    by_config = (tuple(summarise_groups(runs, groups, baseline, smooth))
+                 if groups or baseline else ())
     notes = caveats(runs, grouped=bool(groups))
     untrained = [s.label for s in summaries if s.reach is not None and s.reach.x == 0]
     if untrained:
@@ -300,7 +315,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, force: bool
                      "(x = 0): the threshold is too loose for them; pass a lower --threshold")
     x_label, x_of = x_axis(runs)
     result = CompareResult(tuple(runs), summaries, float(threshold), rule, x_label,
-                           tuple(problems), tuple(notes), groups=by_config, baseline=baseline)
+                           tuple(problems), tuple(notes), groups=by_config, baseline=baseline,
+                           smooth=smooth)
     target.mkdir(parents=True, exist_ok=True)
     from flwr_gan.report.markdown import write_markdown
     from flwr_gan.report.plots import plot_comparison, plot_groups, plot_samples
@@ -338,12 +354,17 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default=None, metavar="NAME",
                         help="group (or run label) to measure the convergence gain against: "
                         "its time to its best FID / a run's time to reach that FID")
+    parser.add_argument("--smooth", type=int, default=1, metavar="K",
+                        help="measure the gain on the mean of the last K evaluations, so one "
+                        "lucky dip does not set it (default 1: the raw FID, the paper's "
+                        "definition)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``flwr-gan compare`` from parsed arguments; print one line per run."""
     result = compare_runs(args.run_dirs, args.out, force=args.force, threshold=args.threshold,
-                          labels=args.labels, groups=args.groups, baseline=args.baseline)
+                          labels=args.labels, groups=args.groups, baseline=args.baseline,
+                          smooth=args.smooth)
     print(f"compared {len(result.runs)} runs; FID threshold {result.threshold:.4g} "
           f"({result.threshold_rule})")
     for s in result.summaries:

@@ -17,13 +17,19 @@ mean, standard deviation and range over its runs of
 
 A gain above 1 means faster than the baseline; a run that never reaches the
 baseline's best FID has no gain (counted in ``reached``).
+
+The best FID of a noisy curve is whichever evaluation happened to dip, so the
+gain can swing from "never" to 3x between seeds of the same two configurations
+(docs/results-fegan.md §5). ``--smooth K`` measures it on the trailing mean of
+the last ``K`` evaluations instead (:func:`smoothed`): the baseline's best
+smoothed FID and the first point where the run's smoothed FID reaches it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from flwr_gan.config import ConfigError
@@ -103,6 +109,31 @@ def fid_auc(points: Sequence[EvalPoint], upto: float | None = None,
     return area / (end - xs[0])
 
 
+def smoothed(points: Sequence[EvalPoint], window: int) -> list[EvalPoint]:
+    """Return ``points`` with each FID replaced by the mean of the last ``window`` FIDs.
+
+    A trailing window (no evaluation sees a later one); the first ``window - 1``
+    points average what exists. ``window = 1`` returns the points unchanged.
+
+    Raises
+    ------
+    ValueError
+        If ``window`` is below 1.
+
+    Examples
+    --------
+    >>> from flwr_gan.report.table import EvalPoint
+    >>> pts = [EvalPoint(x, None, None, 0, 0, f) for x, f in [(0, 9.0), (1, 3.0), (2, 6.0)]]
+    >>> [p.fid for p in smoothed(pts, 2)]
+    [9.0, 6.0, 4.5]
+    """
+    if window < 1:
+        raise ValueError(f"smoothing window must be >= 1, got {window}")
+    return [replace(p, fid=sum(q.fid for q in points[max(0, i - window + 1):i + 1])
+                    / (i + 1 - max(0, i - window + 1)))
+            for i, p in enumerate(points)]
+
+
 @dataclass(frozen=True)
 class Gain:
     """The paper's convergence gain of one run over its baseline run (same seed).
@@ -114,13 +145,15 @@ class Gain:
     seed : int or None
         Their seed (``None`` when paired by order).
     target : float
-        The baseline's best FID.
+        The baseline's best FID (smoothed over ``smooth`` evaluations).
     baseline_x, baseline_virtual_s : int, float or None
         Where (round / iteration) and when (cumulative virtual s) the baseline got there.
     reach_x, reach_virtual_s : int or None, float or None
         Where and when this run first got to ``target`` (``None``: never).
     gain_x, gain_virtual : float or None
         ``baseline_x / reach_x`` and ``baseline_virtual_s / reach_virtual_s``.
+    smooth : int
+        Evaluations per trailing mean (1: the raw FIDs, the paper's definition).
     """
 
     run: str
@@ -133,23 +166,25 @@ class Gain:
     reach_virtual_s: float | None
     gain_x: float | None
     gain_virtual: float | None
+    smooth: int = 1
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
 
 
-def convergence_gain(baseline: Run, run: Run) -> Gain:
+def convergence_gain(baseline: Run, run: Run, smooth: int = 1) -> Gain:
     """Return ``run``'s convergence gain over ``baseline`` (see the module docstring)."""
-    best = baseline.best
-    hit = next((p for p in run.points if p.fid <= best.fid), None)
+    best = min(smoothed(baseline.points, smooth), key=lambda p: p.fid)
+    hit = next((p for p in smoothed(run.points, smooth) if p.fid <= best.fid), None)
     seed = run.config.get("seed")
     return Gain(run=run.label, baseline=baseline.label,
                 seed=int(seed) if isinstance(seed, int) else None, target=best.fid,
                 baseline_x=best.x, baseline_virtual_s=best.virtual_s,
                 reach_x=hit.x if hit else None, reach_virtual_s=hit.virtual_s if hit else None,
                 gain_x=_ratio(float(best.x), float(hit.x)) if hit else None,
-                gain_virtual=_ratio(best.virtual_s, hit.virtual_s) if hit else None)
+                gain_virtual=_ratio(best.virtual_s, hit.virtual_s) if hit else None,
+                smooth=smooth)
 
 
 @dataclass(frozen=True)
@@ -232,14 +267,20 @@ def _pair(members: list[Run], base: list[Run]) -> list[tuple[Run, Run]]:
 
 
 def summarise_groups(runs: Sequence[Run], groups: Sequence[str] | None = None,
-                     baseline: str | None = None) -> list[GroupSummary]:
+                     baseline: str | None = None, smooth: int = 1) -> list[GroupSummary]:
     """Summarise ``runs`` by group (default: each run its own group) against ``baseline``.
+
+    ``smooth`` is the trailing window of the gains (:func:`smoothed`).
 
     Raises
     ------
     ConfigError
-        On bad ``groups`` (:func:`group_runs`) or a ``baseline`` that names no group.
+        On bad ``groups`` (:func:`group_runs`), a ``baseline`` that names no group
+        or a ``smooth`` below 1.
     """
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        raise ConfigError(f"--smooth: {smooth!r} is invalid: expected a whole number of "
+                          "evaluations >= 1 (1: the raw FID curve)")
     grouped = group_runs(runs, list(groups) if groups else [r.label for r in runs])
     if baseline is not None and baseline not in grouped:
         raise ConfigError(f"--baseline: {baseline!r} is not one of the groups "
@@ -249,7 +290,8 @@ def summarise_groups(runs: Sequence[Run], groups: Sequence[str] | None = None,
     for name, members in grouped.items():
         gains: tuple[Gain, ...] = ()
         if baseline is not None and name != baseline:
-            gains = tuple(convergence_gain(b, r) for r, b in _pair(members, grouped[baseline]))
+            gains = tuple(convergence_gain(b, r, smooth)
+                          for r, b in _pair(members, grouped[baseline]))
         best, final = stat([r.best.fid for r in members]), stat([r.final.fid for r in members])
         auc = stat([fid_auc(r.points, upto) for r in members])
         assert best is not None and final is not None and auc is not None  # members non-empty
@@ -263,5 +305,5 @@ def summarise_groups(runs: Sequence[Run], groups: Sequence[str] | None = None,
     return out
 
 
-__all__ = ["Gain", "GroupSummary", "Stat", "convergence_gain", "fid_auc", "group_runs", "stat",
-           "summarise_groups"]
+__all__ = ["Gain", "GroupSummary", "Stat", "convergence_gain", "fid_auc", "group_runs", "smoothed",
+           "stat", "summarise_groups"]

@@ -168,7 +168,9 @@ def _group_lines(result: CompareResult) -> list[str]:
     if base is not None:
         lines += [f"*gain*: the FeGAN paper's convergence gain, the time {base} needs to reach "
                   "its best FID divided by the time the run needs to first reach that FID "
-                  "(paired by seed; > 1 is faster); *reached*: runs that got there at all."]
+                  "(paired by seed; > 1 is faster); *reached*: runs that got there at all."
+                  + (f" Measured on the mean of the last {result.smooth} evaluations "
+                     "(`--smooth`), for both runs." if result.smooth > 1 else "")]
         per_run = [gain for grp in groups for gain in grp.gains]
         if per_run:
             lines += ["", _row(["run", "seed", f"{base}'s best FID", f"at {unit}",
