@@ -14,7 +14,7 @@ classifier's feature space, ``--n-eval`` samples, 3 latent seeds):
 The x axis is generator updates, as in the paper (each FL-GAN worker's
 generator is updated that many times). Bytes per generator update come from the
 runs' own telemetry. Each run directory goes under ``--runs``; finished runs
-are reused. Writes ``<out>.json`` and ``<out>.png``.
+are reused (a run cut off part-way is run again). Writes ``<out>.json`` and ``<out>.png``.
 
 Usage::
 
@@ -88,7 +88,7 @@ def main() -> int:
             run_dir = Path(args.runs) / f"{slug}_seed{seed}"
             metrics = run_dir / "metrics.jsonl"
             started, took = time.perf_counter(), None
-            if not metrics.exists():
+            if not _finished(metrics, args.iterations, per_step):
                 print(f"running {label} seed {seed} -> {run_dir}", flush=True)
                 run(make_settings(algorithm, out=str(run_dir), **values))
                 took = time.perf_counter() - started
@@ -116,6 +116,14 @@ def main() -> int:
     doc = {"settings": vars(args), "load_avg": os.getloadavg(), "runs": summary}
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     return 0
+
+
+def _finished(metrics: Path, iterations: int, per_step: int) -> bool:
+    """Whether ``metrics`` records a run that reached ``iterations`` generator updates."""
+    if not metrics.exists():
+        return False
+    lines = metrics.read_text().splitlines()
+    return bool(lines) and int(json.loads(lines[-1]).get("round", 0)) * per_step >= iterations
 
 
 if __name__ == "__main__":

@@ -35,3 +35,14 @@ def test_mdgan_vs_flgan_bench_smoke(tmp_path: Path) -> None:
     # both scored from an untrained generator's FID downwards by the same protocol
     assert md["fid"][0][1] == fl["fid"][0][1]
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # a run cut off part-way is run again, a finished one is reused
+    md_metrics = Path(md["run"]) / "metrics.jsonl"
+    md_metrics.write_text(md_metrics.read_text().splitlines()[0] + "\n")
+    again = subprocess.run([sys.executable, str(REPO / "bench" / "mdgan_vs_flgan.py"), "--smoke",
+                            "--runs", str(tmp_path / "runs"), "--out", str(out)],
+                           capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "running MD-GAN kappa=1 seed 0" in again.stdout
+    assert "running FL-GAN" not in again.stdout
+    redo = json.loads(out.with_suffix(".json").read_text())["runs"]["MD-GAN kappa=1"][0]
+    assert redo["generator_updates"] == 6 and redo["fid"] == md["fid"]
