@@ -82,6 +82,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     curves: dict[str, list[dict[str, Any]]] = {}
     summary: dict[str, Any] = {}
+    before = _timings(out.with_suffix(".json"))  # a reused run keeps its measured time
     for seed in args.seeds:
         for label, (algorithm, values, per_step) in plan(args, seed).items():
             slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
@@ -108,7 +109,8 @@ def main() -> int:
                 "score_final": next((r["score"] for r in reversed(records)
                                      if r.get("score") is not None), None),
                 "generator_updates": updates,
-                "bytes_per_update": sent / max(1, updates), "run_s": took})
+                "bytes_per_update": sent / max(1, updates),
+                "run_s": took if took is not None else before.get((label, seed))})
             print(json.dumps({"label": label, "seed": seed, "best_fid": round(best[1], 1),
                               "final_fid": round(fids[-1][1], 1),
                               "bytes_per_update": round(sent / max(1, updates))}), flush=True)
@@ -116,6 +118,14 @@ def main() -> int:
     doc = {"settings": vars(args), "load_avg": os.getloadavg(), "runs": summary}
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     return 0
+
+
+def _timings(path: Path) -> dict[tuple[str, int], float | None]:
+    """``(label, seed) -> run_s`` from an earlier summary at ``path`` (empty if none)."""
+    if not path.exists():
+        return {}
+    runs = json.loads(path.read_text()).get("runs", {})
+    return {(label, int(r["seed"])): r.get("run_s") for label, rs in runs.items() for r in rs}
 
 
 def _finished(metrics: Path, iterations: int, per_step: int) -> bool:

@@ -46,3 +46,6 @@ def test_mdgan_vs_flgan_bench_smoke(tmp_path: Path) -> None:
     assert "running FL-GAN" not in again.stdout
     redo = json.loads(out.with_suffix(".json").read_text())["runs"]["MD-GAN kappa=1"][0]
     assert redo["generator_updates"] == 6 and redo["fid"] == md["fid"]
+    # the reused FL-GAN run keeps the time measured when it ran
+    redo_fl = json.loads(out.with_suffix(".json").read_text())["runs"]["FL-GAN"][0]
+    assert fl["run_s"] is not None and redo_fl["run_s"] == fl["run_s"]

@@ -58,3 +58,23 @@ def test_resume_drops_records_newer_than_the_checkpoint_atomically(tmp_path):
     _truncate_metrics(run, 2)  # killed after logging round 4, checkpoint at round 2
     assert [r["round"] for r in run.records()] == [0, 1, 2]
     assert not list((tmp_path / "r").glob("*.tmp*"))  # nothing left behind
+
+
+def test_several_runs_share_one_score_axis_and_a_line_style_legend(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from flwr_gan.runtime.rundir import fid_figure
+
+    runs = {f"run {k}": [{"round": r, "fid": 9.0 - r - k, "kid": 0.1, "precision": 0.5,
+                          "recall": 0.2, "score": 2.0 + r} for r in range(3)] for k in range(4)}
+    fig = fid_figure(runs)
+    try:
+        fid_ax, kid_ax, right, *twins = fig.axes
+        assert len(twins) == 1  # one score axis for all runs, not one per run
+        assert len(twins[0].get_lines()) == 4 and len(right.get_lines()) == 8
+        legend = [t.get_text() for t in right.get_legend().get_texts()]
+        assert legend == ["precision", "recall", "score"]
+        assert [t.get_text() for t in fid_ax.get_legend().get_texts()] == list(runs)
+    finally:
+        plt.close(fig)
+    assert plot_fid_curves(runs, tmp_path / "c.png").stat().st_size > 10_000

@@ -170,6 +170,17 @@ def plot_fid_curves(
     x_key : str
         Record key for the x axis.
     """
+    import matplotlib.pyplot as plt
+
+    fig = fid_figure(runs, x_key=x_key)
+    target = Path(target)
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
+
+
+def fid_figure(runs: Mapping[str, list[dict[str, Any]]], *, x_key: str = "round") -> Any:
+    """Return the (open) matplotlib figure :func:`plot_fid_curves` saves; close it after use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,6 +194,7 @@ def plot_fid_curves(
     ax_fid = axes[0][0]
     ax_kid = axes[0][1] if has_kid else None
     ax_right = axes[0][ncols - 1] if has_right else None
+    ax_score: Any = None  # the score's twin axis, shared by every run
     extractors: set[str] = set()
     for label, records in runs.items():
         pts = [r for r in records if r.get("fid") is not None and r.get(x_key) is not None]
@@ -200,8 +212,7 @@ def plot_fid_curves(
             if klow is not None:
                 ax_kid.fill_between(kx, klow, khigh, color=kline.get_color(), alpha=0.2, lw=0)
         if ax_right is not None:
-            _plot_right(ax_right, pts, x_key, label if len(runs) > 1 else "",
-                        line.get_color())
+            ax_score = _plot_right(ax_right, ax_score, pts, x_key, line.get_color())
     feat = ", ".join(sorted(extractors)) or "features"
     ax_fid.set(xlabel=x_key, ylabel=f"FID ({feat})", yscale="log", title="FID (lower is better)")
     ax_fid.grid(True, which="both", alpha=0.3)
@@ -211,40 +222,45 @@ def plot_fid_curves(
         ax_kid.set_yscale("symlog", linthresh=1e-3)
         ax_kid.grid(True, which="both", alpha=0.3)
     if ax_right is not None:
+        from matplotlib.lines import Line2D
+
         ax_right.grid(True, alpha=0.3)
-        handles, labels = [], []
-        for ax in ax_right.figure.axes:  # the score's twin axis shares this panel's legend
-            if ax is ax_right or ax.get_shared_x_axes().joined(ax, ax_right):
-                h, lab = ax.get_legend_handles_labels()
-                handles += h
-                labels += lab
-        ax_right.legend(handles, labels, fontsize="small", loc="lower right")
+        # colours name the runs (the FID panel's legend); this legend names the line styles
+        styles: list[tuple[str, Any]] = [
+            (key, style) for key, style in (("precision", "-"), ("recall", "--"))
+            if any(r.get(key) is not None for r in every)]
+        styles += [("score", ":")] if any(r.get("score") is not None for r in every) else []
+        ax_right.legend([Line2D([], [], color="0.3", linestyle=st, marker=".") for _, st in styles],
+                        [key for key, _ in styles], fontsize="small", loc="lower right")
     fig.tight_layout()
-    target = Path(target)
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return target
+    return fig
 
 
-def _plot_right(ax: Any, pts: list[dict[str, Any]], x_key: str, label: str, color: Any) -> None:
-    """Precision (solid) and recall (dashed) in [0, 1]; the classifier score on a twin axis."""
-    prefix = f"{label} " if label else ""
+def _plot_right(ax: Any, ax_score: Any, pts: list[dict[str, Any]], x_key: str,
+                color: Any) -> Any:
+    """Precision (solid) and recall (dashed) in [0, 1]; the classifier score (dotted).
+
+    The score goes on ``ax_score``, a twin axis of ``ax`` made on first use when the
+    panel also shows precision and recall (one for all runs); returns it.
+    """
     has_pr = any(r.get("precision") is not None for r in pts)
     if has_pr:
         for key, style in (("precision", "-"), ("recall", "--")):
             rpts = [r for r in pts if r.get(key) is not None]
             ax.plot([r[x_key] for r in rpts], [r[key] for r in rpts], linestyle=style,
-                    marker=".", color=color, label=f"{prefix}{key}")
+                    marker=".", color=color)
         ax.set(xlabel=x_key, ylim=(0, 1.02), ylabel="precision / recall",
                title="Precision, recall (higher is better)")
     spts = [r for r in pts if r.get("score") is not None]
     if spts:
-        target = ax.twinx() if has_pr else ax
-        target.plot([r[x_key] for r in spts], [r["score"] for r in spts], linestyle=":",
-                    marker=".", color=color, alpha=0.7, label=f"{prefix}score")
-        target.set(ylabel="classifier score (dotted)")
+        if ax_score is None:
+            ax_score = ax.twinx() if has_pr else ax
+        ax_score.plot([r[x_key] for r in spts], [r["score"] for r in spts], linestyle=":",
+                      marker=".", color=color, alpha=0.7)
+        ax_score.set(ylabel="classifier score (dotted)")
         if not has_pr:
-            target.set(xlabel=x_key, title="Score (higher is better)")
+            ax_score.set(xlabel=x_key, title="Score (higher is better)")
+    return ax_score
 
 
 def _band(points: list[dict[str, Any]], key: str, std_key: str,
