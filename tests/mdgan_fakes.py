@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from flwr.app import Context, Error, Message, Metadata, RecordDict
 from flwr.clientapp import ClientApp
@@ -21,6 +21,17 @@ def set_task_identity(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
     monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
+
+
+def one_thread_task(monkeypatch) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Body of an autouse fixture: the task identity set, torch on one thread, restored after."""
+    import torch
+
+    set_task_identity(monkeypatch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class FakeGrid(Grid):

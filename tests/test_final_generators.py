@@ -29,7 +29,7 @@ from flwr_gan.runtime.experiment import prepare
 from flwr_gan.runtime.generators import final_generators
 from flwr_gan.runtime.rundir import read_metrics
 from tests.fegan_fakes import run_fl_in_process
-from tests.mdgan_fakes import FakeGrid, set_task_identity
+from tests.mdgan_fakes import FakeGrid, one_thread_task
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON: dict[str, Any] = dict(model="small", batch_size=8, n_eval=100, eval_seeds=1,
@@ -38,11 +38,7 @@ COMMON: dict[str, Any] = dict(model="small", batch_size=8, n_eval=100, eval_seed
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> Any:
-    set_task_identity(monkeypatch)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from one_thread_task(monkeypatch)
 
 
 def _grid_run(algorithm: str, out: Path, total: int, **over: Any) -> None:

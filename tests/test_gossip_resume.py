@@ -27,7 +27,7 @@ from flwr_gan.runtime.checkpoint import CheckpointError, load_checkpoint, save_s
 from flwr_gan.runtime.experiment import prepare
 from flwr_gan.runtime.rundir import read_metrics, untimed
 from tests.crash import run_until_killed
-from tests.mdgan_fakes import FakeGrid, set_task_identity
+from tests.mdgan_fakes import FakeGrid, one_thread_task
 
 KEYS = {"partition-0", "partition-1", "partition-2"}
 
@@ -61,11 +61,7 @@ def _run(out: Path, rounds: int, seed_ids: int, apps: list[ClientApp] | None = N
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> Any:
-    set_task_identity(monkeypatch)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from one_thread_task(monkeypatch)
 
 
 @pytest.mark.parametrize("over", [{}, {"compress": "adacomp", "compress_ratio": 0.05,
