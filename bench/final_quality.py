@@ -55,6 +55,8 @@ def score(evaluator: GeneratorEvaluator, gens: dict[str, nn.Module]) -> dict[str
         "n": evaluator.n_fake, "fid": float(np.mean(list(fids.values()))),
         "kid": _mean([r.kid for r in results.values()]),
         "score": _mean([r.score for r in results.values()]),
+        "seeds": evaluator.seeds,
+        "fid_seed_std": _mean([r.fid_seed_std for r in results.values()]),
         "extractor": first.extractor, "scored": sorted(gens),
         "seconds": round(time.perf_counter() - started, 1)}
     if len(fids) > 1:
@@ -94,10 +96,12 @@ def main() -> int:
     p.add_argument("--n", type=int, default=10_000, help="images per side (default 10000)")
     p.add_argument("--inception-workers", type=int, default=1,
                    help="gossip workers scored with Inception (nearest the median)")
+    p.add_argument("--eval-seeds", type=int, default=1,
+                   help="latent seeds per generator: FID is their mean, fid_seed_std the spread")
     p.add_argument("--out", default=str(RESULTS / "final_quality"))
     args = p.parse_args()
-    if args.n < 2 or args.inception_workers < 1:
-        p.error("--n must be >= 2 and --inception-workers >= 1")
+    if args.n < 2 or args.inception_workers < 1 or args.eval_seeds < 1:
+        p.error("--n must be >= 2, --inception-workers and --eval-seeds >= 1")
     runs: dict[str, tuple[dict[str, nn.Module], dict[str, Any]]] = {}
     for item in args.runs:
         label, sep, path = item.partition("=")
@@ -121,7 +125,7 @@ def main() -> int:
                 test = load_dataset(key[0], "test", data_dir=data_dir)
                 evaluators[key] = GeneratorEvaluator.for_dataset(
                     train, test, backend=backend, n_real=min(args.n, len(test)), n_fake=args.n,
-                    progress=False)
+                    seeds=args.eval_seeds, progress=False)
             chosen = gens
             if backend == "inception" and len(gens) > 1:
                 pick = typical(row["classifier"]["fid_workers"], args.inception_workers)

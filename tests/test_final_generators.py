@@ -143,6 +143,14 @@ def test_final_quality_bench_smoke(tmp_path: Path) -> None:
     assert gossip["inception"]["scored"] == [median]
     table = out.with_suffix(".md").read_text()
     assert "| mdgan |" in table and "| gossip |" in table
+    # several latent seeds: the FID is their mean and their spread is reported
+    seeded = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "final_quality.py"), f"mdgan={runs['mdgan']}",
+         "--n", "60", "--eval-seeds", "2", "--out", str(tmp_path / "fq2")],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert seeded.returncode == 0, seeded.stdout[-2000:] + seeded.stderr[-2000:]
+    two = json.loads((tmp_path / "fq2.json").read_text())["runs"]["mdgan"]["classifier"]
+    assert two["seeds"] == 2 and two["fid_seed_std"] > 0 and md["classifier"]["seeds"] == 1
     # a run directory without a checkpoint is a usage error naming it
     bad = subprocess.run([sys.executable, str(REPO / "bench" / "final_quality.py"),
                           f"x={tmp_path / 'nowhere'}", "--out", str(out)],
