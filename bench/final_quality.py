@@ -113,6 +113,7 @@ def main() -> int:
             print(f"final_quality.py: error: run {label!r}: {err}", file=sys.stderr)
             return 2
     evaluators: dict[tuple[str, str, str], GeneratorEvaluator] = {}
+    data: dict[tuple[str, ...], tuple[Any, Any]] = {}
     rows: dict[str, dict[str, Any]] = {}
     for label, (gens, config) in runs.items():
         row: dict[str, Any] = {"algorithm": config["algorithm"], "step": config["round"],
@@ -120,9 +121,11 @@ def main() -> int:
         for backend in reversed(BACKENDS):  # classifier first: it picks gossip's workers
             key = (str(config["dataset"]), str(config.get("data_dir") or ""), backend)
             if key not in evaluators:
-                data_dir = key[1] or None
-                train = load_dataset(key[0], data_dir=data_dir)
-                test = load_dataset(key[0], "test", data_dir=data_dir)
+                if key[:2] not in data:  # both backends score against the same data
+                    data_dir = key[1] or None
+                    data[key[:2]] = (load_dataset(key[0], data_dir=data_dir),
+                                     load_dataset(key[0], "test", data_dir=data_dir))
+                train, test = data[key[:2]]
                 evaluators[key] = GeneratorEvaluator.for_dataset(
                     train, test, backend=backend, n_real=min(args.n, len(test)), n_fake=args.n,
                     seeds=args.eval_seeds, progress=False)
@@ -138,8 +141,9 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"settings": vars(args), "load_avg": os.getloadavg(), "runs": rows}
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows))
-    print(markdown(rows))
+    table = markdown(rows)
+    out.with_suffix(".md").write_text(table)
+    print(table)
     return 0
 
 
