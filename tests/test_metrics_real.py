@@ -6,7 +6,7 @@ import torch
 
 from flwr_gan.data import load_dataset
 from flwr_gan.metrics import ClassifierFeatures, frechet_distance, load_or_train_classifier
-from flwr_gan.metrics.classifier import classifier_score
+from flwr_gan.metrics.classifier import TRAIN_THREADS, classifier_score, train_classifier
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,33 @@ def test_corrupt_classifier_cache_is_replaced(tmp_path, mnist, caplog):
                                          progress=False)
     assert "unusable" in caplog.text
     assert fixed.test_accuracy > 0.5
+
+
+def test_classifier_weights_do_not_depend_on_the_callers_threads_or_seed(mnist):
+    # CPU kernels split sums by thread: a classifier trained under the caller's
+    # thread count differed between tests (and machines), and so did every FID
+    train, test = mnist
+    small_train, small_test = train.subset(np.arange(1024)), test.subset(np.arange(200))
+    weights = []
+    for threads, seed in ((1, 7), (TRAIN_THREADS + 1, 99)):
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        clf = train_classifier(small_train, small_test, epochs=1, progress=False)
+        assert torch.get_num_threads() == threads  # restored
+        weights.append(clf.model.state_dict())
+    torch.set_num_threads(1)
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
+
+
+def test_classifier_training_leaves_the_global_random_stream_alone(mnist):
+    train, test = mnist
+    small_train, small_test = train.subset(np.arange(256)), test.subset(np.arange(50))
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    train_classifier(small_train, small_test, epochs=1, progress=False)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_classifier_rejects_wrong_image_shape(mnist_classifier):

@@ -256,9 +256,11 @@ def test_discriminator_only_scores_the_generators_of_the_rounds_devices(runs):
 def test_generator_only_learns(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     records = _run(tiny(tmp_path, algorithm="flgan", sync="generator", num_clients=2,
-                        fraction=1.0, rounds=6, local_steps=10, eval_every=3), monkeypatch)[0]
+                        fraction=1.0, rounds=6, local_steps=20, eval_every=3), monkeypatch)[0]
     fids = [r["fid"] for r in records if r.get("fid") is not None]
-    assert len(fids) == 3 and fids[-1] < 0.85 * fids[0]  # 1170 -> about 920 here
+    # 1210 -> about 650 here; at 10 local steps the curve was still at 1123 (0.93x) after
+    # a detour through 1937, too close to the line to say anything
+    assert len(fids) == 3 and fids[-1] < 0.75 * fids[0]
     assert records[-1]["d_loss"] < 0.7 * records[1]["d_loss"]
     assert all(r["failed"] == {} for r in records[1:])
 

@@ -33,7 +33,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Bump when the architecture or training recipe changes: old caches are ignored.
-CLASSIFIER_VERSION = 1
+#: Version 2: trained with a fixed torch thread count (:data:`TRAIN_THREADS`); version 1
+#: took the caller's count, so two machines (or two tests) could cache different weights.
+CLASSIFIER_VERSION = 2
+#: Torch threads the classifier trains with, whatever the caller set: CPU kernels split
+#: their sums by thread, so the weights (and every FID measured with them) depend on it.
+TRAIN_THREADS = 2
 FEATURE_DIM = 128
 
 
@@ -181,9 +186,26 @@ def train_classifier(
     """Train a :class:`Classifier` on ``train`` and measure it on ``test``.
 
     Uses Adam with a cosine learning-rate decay and light augmentation
-    (random 2-pixel shifts) to generalise well in a few CPU epochs.
+    (random 2-pixel shifts) to generalise well in a few CPU epochs. Training
+    runs on :data:`TRAIN_THREADS` torch threads and its own random stream, so
+    the weights are the same whatever thread count or seed the caller has set
+    (both are restored afterwards).
     """
-    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return _train(train, test, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                          progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    train: ImageDataset, test: ImageDataset, *, epochs: int, batch_size: int, lr: float,
+    seed: int, progress: bool,
+) -> TrainedClassifier:
     model = Classifier(train.image_shape, train.num_classes)
     x = train.to_tensor()
     y = torch.as_tensor(train.labels, dtype=torch.long)
@@ -268,6 +290,7 @@ def load_or_train_classifier(
         "dataset": train.name, "image_shape": list(train.image_shape),
         "num_classes": train.num_classes, "test_accuracy": trained.test_accuracy,
         "version": CLASSIFIER_VERSION, "fingerprint": fingerprint, "epochs": epochs,
+        "threads": TRAIN_THREADS,
     }}, tmp)
     os.replace(tmp, path)
     trained.path = path
