@@ -17,6 +17,12 @@ the ``--inception-workers`` workers nearest the median classifier FID with
 Inception (reported as ``scored``). Absolute values are not comparable with the
 papers': they used 100-500 samples and other networks.
 
+Labels of the form ``GROUP/NAME`` (``mdgan/seed1``) are also summarised per group:
+mean and standard deviation over the group's runs (training-seed spread). ``--reuse
+FILE.json`` copies the scores of an earlier output for every run whose directory,
+checkpoint (by SHA-256) and scoring settings are unchanged, under whatever label it had,
+so adding seeds does not rescore the old ones.
+
 Usage::
 
     python bench/final_quality.py standalone=runs/sa flgan=runs/fl --n 10000
@@ -26,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -75,6 +82,46 @@ def typical(fid_workers: dict[str, float], k: int) -> list[str]:
     return sorted(sorted(fid_workers), key=lambda key: abs(fid_workers[key] - med))[:k]
 
 
+def checkpoint_digest(run_dir: str | Path) -> str:
+    """SHA-256 of a run's ``checkpoint.pt`` (what a reused score must still describe)."""
+    return hashlib.sha256((Path(run_dir) / "checkpoint.pt").read_bytes()).hexdigest()
+
+
+#: Settings a reused score must share with this invocation.
+SCORE_SETTINGS = ("n", "inception_workers", "eval_seeds")
+
+
+def reusable(previous: dict[str, Any], run_dir: str, digest: str,
+             settings: dict[str, Any]) -> dict[str, Any] | None:
+    """An earlier row (under any label) that scored this checkpoint the same way."""
+    if any(previous.get("settings", {}).get(k) != settings[k] for k in SCORE_SETTINGS):
+        return None
+    for row in previous.get("runs", {}).values():
+        if row.get("checkpoint_sha256") == digest and Path(row.get("run", "")) == Path(run_dir):
+            return dict(row)
+    return None
+
+
+def groups(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean and spread per ``GROUP/NAME`` label group (groups of one run are kept)."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for label, row in rows.items():
+        if "/" in label:
+            members.setdefault(label.split("/", 1)[0], []).append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for name, group in members.items():
+        summary: dict[str, Any] = {"runs": len(group)}
+        for field, values in (
+                ("inception_fid", [r["inception"]["fid"] for r in group]),
+                ("classifier_fid", [r["classifier"]["fid"] for r in group]),
+                ("classifier_score", [r["classifier"]["score"] for r in group])):
+            if all(v is not None for v in values):
+                summary[field] = float(np.mean(values))
+                summary[field + "_std"] = float(np.std(values))
+        out[name] = summary
+    return out
+
+
 def markdown(rows: dict[str, dict[str, Any]]) -> str:
     """The results as a markdown table."""
     lines = ["| run | family | step | Inception FID | classifier FID | classifier score |"
@@ -86,6 +133,16 @@ def markdown(rows: dict[str, dict[str, Any]]) -> str:
         score_txt = "-" if clf["score"] is None else f"{clf['score']:.2f}"
         lines.append(f"| {label} | {row['algorithm']} | {row['step']} | {inc['fid']:.1f}{note} "
                      f"| {clf['fid']:.1f} | {score_txt} | {inc['n']} |")
+    summary = groups(rows)
+    if summary:
+        lines += ["", "| group | runs | Inception FID | classifier FID | classifier score |",
+                  "| --- | ---: | --- | --- | --- |"]
+        for name, g in summary.items():
+            cells = [f"{g[f]:.1f} ± {g[f + '_std']:.1f}" if f in g else "-"
+                     for f in ("inception_fid", "classifier_fid")]
+            cells.append(f"{g['classifier_score']:.2f} ± {g['classifier_score_std']:.2f}"
+                         if "classifier_score" in g else "-")
+            lines.append(f"| {name} | {g['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -98,26 +155,43 @@ def main() -> int:
                    help="gossip workers scored with Inception (nearest the median)")
     p.add_argument("--eval-seeds", type=int, default=1,
                    help="latent seeds per generator: FID is their mean, fid_seed_std the spread")
+    p.add_argument("--reuse", metavar="FILE.json",
+                   help="copy unchanged runs' scores from an earlier output")
     p.add_argument("--out", default=str(RESULTS / "final_quality"))
     args = p.parse_args()
     if args.n < 2 or args.inception_workers < 1 or args.eval_seeds < 1:
         p.error("--n must be >= 2, --inception-workers and --eval-seeds >= 1")
+    previous: dict[str, Any] = {}
+    if args.reuse:
+        try:
+            previous = json.loads(Path(args.reuse).read_text())
+        except (OSError, ValueError) as err:
+            p.error(f"--reuse {args.reuse}: not a readable final_quality output ({err})")
     runs: dict[str, tuple[dict[str, nn.Module], dict[str, Any]]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for item in args.runs:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
             p.error(f"run {item!r}: expected LABEL=RUN_DIR")
         try:
             runs[label] = final_generators(path)
-        except CheckpointError as err:
+            digest = checkpoint_digest(path)
+        except (CheckpointError, OSError) as err:
             print(f"final_quality.py: error: run {label!r}: {err}", file=sys.stderr)
             return 2
+        old = reusable(previous, path, digest, vars(args))
+        if old is not None:
+            rows[label] = old | {"reused": args.reuse}
+            print(json.dumps({"run": label, "reused": args.reuse}), flush=True)
+        rows.setdefault(label, {"run": path, "checkpoint_sha256": digest})
     evaluators: dict[tuple[str, str, str], GeneratorEvaluator] = {}
     data: dict[tuple[str, ...], tuple[Any, Any]] = {}
-    rows: dict[str, dict[str, Any]] = {}
     for label, (gens, config) in runs.items():
-        row: dict[str, Any] = {"algorithm": config["algorithm"], "step": config["round"],
-                               "model": config["model"], "dataset": config["dataset"]}
+        row = rows[label]
+        if "reused" in row:
+            continue
+        row |= {"algorithm": config["algorithm"], "step": config["round"],
+                "model": config["model"], "dataset": config["dataset"]}
         for backend in reversed(BACKENDS):  # classifier first: it picks gossip's workers
             key = (str(config["dataset"]), str(config.get("data_dir") or ""), backend)
             if key not in evaluators:
@@ -136,10 +210,10 @@ def main() -> int:
             row[backend] = result = score(evaluators[key], chosen)
             print(json.dumps({"run": label, "backend": backend, "fid": round(result["fid"], 2),
                               "seconds": result["seconds"]}), flush=True)
-        rows[label] = row
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"settings": vars(args), "load_avg": os.getloadavg(), "runs": rows}
+    doc = {"settings": vars(args), "load_avg": os.getloadavg(), "runs": rows,
+           "groups": groups(rows)}
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     table = markdown(rows)
     out.with_suffix(".md").write_text(table)

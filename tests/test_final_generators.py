@@ -6,6 +6,7 @@ protocol, the rebuilt generator gets exactly the FID the run logged at its end.
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 import subprocess
@@ -146,13 +147,68 @@ def test_final_quality_bench_smoke(tmp_path: Path) -> None:
     # several latent seeds: the FID is their mean and their spread is reported
     seeded = subprocess.run(
         [sys.executable, str(REPO / "bench" / "final_quality.py"), f"mdgan={runs['mdgan']}",
-         "--n", "60", "--eval-seeds", "2", "--out", str(tmp_path / "fq2")],
+         "--n", "60", "--eval-seeds", "2", "--out", str(tmp_path / "fq2"),
+         "--reuse", str(out.with_suffix(".json"))],  # other settings: nothing to reuse
         capture_output=True, text=True, timeout=600, cwd=REPO)
     assert seeded.returncode == 0, seeded.stdout[-2000:] + seeded.stderr[-2000:]
-    two = json.loads((tmp_path / "fq2.json").read_text())["runs"]["mdgan"]["classifier"]
-    assert two["seeds"] == 2 and two["fid_seed_std"] > 0 and md["classifier"]["seeds"] == 1
+    two = json.loads((tmp_path / "fq2.json").read_text())["runs"]["mdgan"]
+    assert "reused" not in two
+    assert two["classifier"]["seeds"] == 2 and two["classifier"]["fid_seed_std"] > 0
+    assert md["classifier"]["seeds"] == 1
+    # the same runs and settings again: copied from the earlier output, not rescored
+    again = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "final_quality.py"),
+         *(f"{f}={d}" for f, d in runs.items()), "--n", "60", "--out", str(tmp_path / "fq3"),
+         "--reuse", str(out.with_suffix(".json"))],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    copied = json.loads((tmp_path / "fq3.json").read_text())["runs"]
+    for label in runs:
+        assert copied[label].pop("reused") == str(out.with_suffix(".json"))
+        assert copied[label] == doc["runs"][label]
     # a run directory without a checkpoint is a usage error naming it
     bad = subprocess.run([sys.executable, str(REPO / "bench" / "final_quality.py"),
                           f"x={tmp_path / 'nowhere'}", "--out", str(out)],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert bad.returncode == 2 and "nowhere" in bad.stderr and "checkpoint" in bad.stderr
+
+
+def _bench_module(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    return importlib.import_module(name)
+
+
+def test_final_quality_reuses_only_the_same_checkpoint_and_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fq = _bench_module(monkeypatch, "final_quality")
+    settings = {"n": 2000, "inception_workers": 1, "eval_seeds": 1}
+    row = {"run": "runs/a", "checkpoint_sha256": "abc", "inception": {"fid": 1.0}}
+    previous = {"settings": settings | {"out": "x"}, "runs": {"a": row}}
+    assert fq.reusable(previous, "runs/a", "abc", settings | {"out": "y"}) == row
+    assert fq.reusable(previous, "runs/./a", "abc", settings) == row  # the same directory
+    assert fq.reusable(previous, "runs/a", "abd", settings) is None  # retrained since
+    assert fq.reusable(previous, "runs/b", "abc", settings) is None  # another run
+    assert fq.reusable(previous, "runs/a", "abc", settings | {"n": 10_000}) is None
+    assert fq.reusable(previous, "runs/a", "abc", settings | {"eval_seeds": 3}) is None
+    assert fq.reusable({}, "runs/a", "abc", settings) is None
+
+
+def test_final_quality_groups_labels_by_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    fq = _bench_module(monkeypatch, "final_quality")
+
+    def row(inc: float, clf: float, score: float | None) -> dict[str, Any]:
+        return {"inception": {"fid": inc}, "classifier": {"fid": clf, "score": score}}
+
+    groups = fq.groups({"md/s0": row(100.0, 300.0, 3.0), "md/s1": row(104.0, 310.0, 4.0),
+                        "fl/s0": row(90.0, 200.0, None), "solo": row(1.0, 1.0, 1.0)})
+    assert set(groups) == {"md", "fl"}  # a label without a group stays out
+    assert groups["md"]["runs"] == 2
+    assert groups["md"]["inception_fid"] == pytest.approx(102.0)
+    assert groups["md"]["inception_fid_std"] == pytest.approx(2.0)
+    assert groups["md"]["classifier_score"] == pytest.approx(3.5)
+    assert groups["fl"]["inception_fid_std"] == 0.0 and "classifier_score" not in groups["fl"]
+    full = {"algorithm": "mdgan", "step": 4,
+            "inception": {"fid": 100.0, "scored": ["g"], "n": 9},
+            "classifier": {"fid": 300.0, "score": 3.0, "scored": ["g"]}}
+    table = fq.markdown({"md/s0": full})
+    assert "| md | 1 | 100.0 ± 0.0 | 300.0 ± 0.0 | 3.00 ± 0.00 |" in table
