@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def main() -> None:
 
     if inception_weights_available() and args.n_inception > 0:
         result["inception-v3-pool3"] = _pairs(InceptionFeatures(), args.n_inception)
+    result["load_avg"] = os.getloadavg()  # the seconds above are only as quiet as this
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
