@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -66,3 +67,16 @@ def run_measured(cmd: list[str], log_path: Path) -> dict[str, float]:
         stop.set()
         t.join()
     return {"wall_s": time.perf_counter() - start, "peak_rss_mb": peak / 2**20, "rc": rc}
+
+
+def finished(run_dir: Path, rounds: int) -> bool:
+    """Whether ``run_dir``'s ``metrics.jsonl`` reached ``rounds`` (so it may be reused).
+
+    A run that was cut off, or never started, is not finished: benchmarks rerun it
+    rather than report a shorter curve as the planned one.
+    """
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if not metrics.exists():
+        return False
+    lines = metrics.read_text().splitlines()
+    return bool(lines) and int(json.loads(lines[-1]).get("round", -1)) >= rounds

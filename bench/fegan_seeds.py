@@ -29,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-from fegan_common import RESULTS, run_measured
+from fegan_common import RESULTS, finished, run_measured
 
 from flwr_gan.report.compare import compare_runs
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for label in labels:
             run_dir = runs_dir / f"{label.replace(' ', '_').replace('=', '')}_seed{seed}"
-            if not (run_dir / "metrics.jsonl").exists() or not _finished(run_dir, args.rounds):
+            if not finished(run_dir, args.rounds):
                 cmd = command(RUNS[label], args, seed, run_dir)
                 m = run_measured(cmd, runs_dir / f"{run_dir.name}.log")
                 timings[run_dir.name] = m
@@ -115,11 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     for group in result.groups:
         print(json.dumps(group.to_dict()), flush=True)
     return 0
-
-
-def _finished(run_dir: Path, rounds: int) -> bool:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return bool(lines) and int(json.loads(lines[-1]).get("round", -1)) >= rounds
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fegan_common import finished
 
 from flwr_gan.algorithms import make_settings
 from flwr_gan.runtime.rundir import plot_fid_curves, read_metrics
@@ -68,7 +69,7 @@ def main() -> int:
         out_dir = str(runs_dir / slug)
         metrics = Path(out_dir) / "metrics.jsonl"
         started = time.perf_counter()
-        if not metrics.exists() or (only and label in only) or (only and slug in only):
+        if not finished(Path(out_dir), it) or (only and label in only) or (only and slug in only):
             print(f"running {label} -> {out_dir}", flush=True)
             run(make_settings(algorithm, out=out_dir, **values))
             took = time.perf_counter() - started

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fegan_common import RESULTS
+from fegan_common import RESULTS, finished
 
 from flwr_gan.algorithms import make_settings
 from flwr_gan.runtime.rundir import plot_fid_curves, read_metrics
@@ -89,7 +89,7 @@ def main() -> int:
             run_dir = Path(args.runs) / f"{slug}_seed{seed}"
             metrics = run_dir / "metrics.jsonl"
             started, took = time.perf_counter(), None
-            if not _finished(metrics, args.iterations, per_step):
+            if not finished(run_dir, -(-args.iterations // per_step)):
                 print(f"running {label} seed {seed} -> {run_dir}", flush=True)
                 run(make_settings(algorithm, out=str(run_dir), **values))
                 took = time.perf_counter() - started
@@ -126,14 +126,6 @@ def _timings(path: Path) -> dict[tuple[str, int], float | None]:
         return {}
     runs = json.loads(path.read_text()).get("runs", {})
     return {(label, int(r["seed"])): r.get("run_s") for label, rs in runs.items() for r in rs}
-
-
-def _finished(metrics: Path, iterations: int, per_step: int) -> bool:
-    """Whether ``metrics`` records a run that reached ``iterations`` generator updates."""
-    if not metrics.exists():
-        return False
-    lines = metrics.read_text().splitlines()
-    return bool(lines) and int(json.loads(lines[-1]).get("round", 0)) * per_step >= iterations
 
 
 if __name__ == "__main__":
