@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from fegan_common import RESULTS, run_measured
 
@@ -85,10 +86,9 @@ def main() -> None:
         print(label, {k: results[label][k] for k in ("rc", "wall_s", "peak_rss_mb",
                                                       "kl_seen_round20")},
               "FID", list(results[label]["fid"].values())[-3:], flush=True)
-        summary = {"runs": results}
-        target.write_text(json.dumps(summary, indent=1) + "\n")
+        target.write_text(json.dumps({"runs": results}, indent=1) + "\n")
 
-    summary = {"runs": results, "settings": vars(args)}
+    summary: dict[str, Any] = {"runs": results, "settings": vars(args)}
     base = results.get("FL-GAN", {}).get("records", [])
     fe = results.get("FeGAN s=1 w=1", {}).get("records", [])
     if base and fe:

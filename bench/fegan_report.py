@@ -8,6 +8,7 @@ Usage::
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 from fegan_common import RESULTS
@@ -24,9 +25,9 @@ def main() -> None:
     for label, run in runs.items():
         recs = run["records"]
         fid = {int(r["round"]): r["fid"] for r in recs if r.get("fid") is not None}
-        best_round = min(fid, key=fid.get)
+        best_round = min(fid, key=fid.__getitem__)
         last3 = np.mean([fid[k] for k in sorted(fid)[-3:]])
-        r20 = next((r for r in recs if r["round"] == 20), {})
+        r20: dict[str, Any] = next((r for r in recs if r["round"] == 20), {})
         per_round = np.mean([r["wall_s"] for r in recs if r["round"] > 0])
         ref = r20.get("kl_seen_reference")
         cells = [f"{fid.get(k, float('nan')):.0f}" for k in (0, 10, 20, 30, 40, 50)]
@@ -39,12 +40,12 @@ def main() -> None:
         print(f"{key}: {data.get(key)}")
     # Per-seed gain and seed-averaged curves when the seed1 runs exist
     pairs = [("FL-GAN", "FeGAN s=1 w=1"), ("FL-GAN seed1", "FeGAN s=1 w=1 seed1")]
-    curves = {}
+    curves: dict[str, list[dict[int, float]]] = {}
     for base, fe in pairs:
         if base in runs and fe in runs:
             b = {int(r["round"]): r["fid"] for r in runs[base]["records"] if r.get("fid")}
             f = {int(r["round"]): r["fid"] for r in runs[fe]["records"] if r.get("fid")}
-            best_round = min(b, key=b.get)
+            best_round = min(b, key=b.__getitem__)
             reach = next((k for k in sorted(f) if f[k] <= b[best_round]), None)
             gain = best_round / reach if reach else None
             print(f"{base} vs {fe}: FL-GAN best {b[best_round]:.0f} at round {best_round}; "
@@ -52,7 +53,7 @@ def main() -> None:
             curves.setdefault("FL-GAN", []).append(b)
             curves.setdefault("FeGAN (s=1, w=1)", []).append(f)
     if all(len(v) == 2 for v in curves.values()) and curves:
-        mean_runs = {}
+        mean_runs: dict[str, list[dict[str, Any]]] = {}
         for label, dicts in curves.items():
             rounds = sorted(set(dicts[0]) & set(dicts[1]))
             mean_runs[f"{label}, mean of 2 seeds"] = [

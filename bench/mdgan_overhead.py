@@ -84,7 +84,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             own[int(record["round"])] = own_cpu_s()
         log(exp, record)
 
-    Experiment.log = logged  # type: ignore[method-assign]
+    Experiment.log = logged  # type: ignore[method-assign, assignment]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             settings = make_settings(

@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import flwr_gan.apps as apps
 from flwr_gan.algorithms import device_handlers, make_settings
@@ -195,7 +195,7 @@ def handler_profile(args: argparse.Namespace, out: Path, suffix: str) -> dict[st
     from flwr_gan.mdgan.client import STEP_TYPE, make_client_app
     from flwr_gan.mdgan.server import worker_config
 
-    TaskIdentity._run_id = TaskIdentity._task_id = TaskIdentity._node_id = 1  # type: ignore
+    TaskIdentity._run_id = TaskIdentity._task_id = TaskIdentity._node_id = 1
     torch.set_num_threads(1)
     settings = make_settings("mdgan", model=args.model, batch_size=args.batch_size,
                              num_clients=args.num_clients, fid_backend="none")
@@ -210,7 +210,8 @@ def handler_profile(args: argparse.Namespace, out: Path, suffix: str) -> dict[st
         meta = Metadata(run_id=1, message_id=uuid.uuid4().hex, src_node_id=1, dst_node_id=5,
                         reply_to_message_id="", group_id=str(it), created_at=time.time(),
                         ttl=3600.0, message_type=STEP_TYPE)
-        return Message(metadata=meta, content=content)
+        # a message as the SuperLink delivers it: flwr's public overloads build outgoing ones
+        return Message(metadata=meta, content=content)  # type: ignore[call-overload]
 
     app = make_client_app()
     ctx = Context(run_id=1, node_id=5, node_config={"partition-id": 3,
@@ -227,8 +228,8 @@ def handler_profile(args: argparse.Namespace, out: Path, suffix: str) -> dict[st
     for msg in msgs:
         reply = app(msg, ctx)
         metrics = reply.content.metric_records["metrics"]
-        compute += float(metrics["compute-s"])
-        handler += float(metrics["handler-s"])
+        compute += float(cast(float, metrics["compute-s"]))
+        handler += float(cast(float, metrics["handler-s"]))
     if args.cprofile:
         prof.disable()
     wall = time.perf_counter() - started
@@ -240,7 +241,7 @@ def handler_profile(args: argparse.Namespace, out: Path, suffix: str) -> dict[st
                               buffer_callback=buffers.append if out_of_band else None)
         stored = np.frombuffer(stream, np.uint8).copy()  # Ray copies both into its store
         views = [np.frombuffer(b.raw(), np.uint8).copy() for b in buffers]
-        pickle.loads(stored, buffers=views)
+        pickle.loads(stored.data, buffers=views)
         return time.perf_counter() - t0, len(stream) + sum(v.nbytes for v in views)
 
     n = len(msgs)
@@ -320,8 +321,8 @@ def _main(args: argparse.Namespace, tmp: str) -> int:
             register(app)
         return app
 
-    Experiment.log = logged  # type: ignore[method-assign]
-    apps.device_app = device_app  # type: ignore[assignment]
+    Experiment.log = logged  # type: ignore[method-assign, assignment]
+    apps.device_app = device_app
     settings = make_settings(
         "mdgan", num_clients=args.num_clients, iterations=args.iterations, kappa="1",
         batch_size=args.batch_size, model=args.model, swap_epochs=0, mode=args.mode,
