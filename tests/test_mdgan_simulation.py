@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from flwr_gan.algorithms import Algorithm
 from flwr_gan.data import load_dataset
 from flwr_gan.mdgan import MDGANServer, make_client_app
 from flwr_gan.metrics.evaluator import GeneratorEvaluator
@@ -21,11 +23,31 @@ KEYS = {"round", "nodes", "bytes_up", "bytes_down", "compute_s", "compute_s_max"
         "virtual_s"}
 
 
-def test_ray_simulation_sync_with_swaps_and_crashes(tmp_path: Path) -> None:
+def test_ray_simulation_sync_with_swaps_and_crashes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = mdgan(num_clients=3, iterations=12, kappa="log", batch_size=16, model="small",
                      swap_epochs=32 / 20000, crash_schedule=True, eval_every=6, n_eval=200,
                      checkpoint_every=0, progress=False, out=str(tmp_path / "run"))
+    # the server loop (and its round-0 evaluation) starts only once Ray is up: BLAS
+    # work during ray.init's forks can deadlock in OpenBLAS's fork handler
+    ray_up_at_start: list[bool] = []
+    load = Algorithm.load
+
+    def recording_load(self: Algorithm, which: str) -> Any:
+        fn = load(self, which)
+        if which != "server":
+            return fn
+
+        def server(grid: Any, exp: Any) -> Any:
+            import ray
+
+            ray_up_at_start.append(ray.is_initialized())
+            return fn(grid, exp)
+        return server
+
+    monkeypatch.setattr(Algorithm, "load", recording_load)
     outcome = run(settings)
+    assert ray_up_at_start == [True]
     out = outcome.experiment.out
     assert [r["round"] for r in outcome.records if "fid" in r] == [0, 6, 12]
     assert (out / "fid_curve.png").exists()
@@ -68,3 +90,15 @@ def test_mdgan_learns_fid_drops(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(fids) == 2
     print("FID", fids)
     assert fids[-1] < 0.6 * fids[0], fids
+
+
+def test_wait_for_ray_gives_up_after_its_timeout(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from flwr_gan.runtime.simulation import wait_for_ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # a Ray that never comes up
+    with caplog.at_level("WARNING"):
+        assert wait_for_ray(timeout=0.2, poll=0.01) is False
+    assert "did not start within" in caplog.text

@@ -28,6 +28,9 @@ from flwr_gan.runtime.experiment import Experiment, prepare
 
 log = logging.getLogger(__name__)
 
+#: How long the server thread waits for Ray to start before it goes on anyway.
+RAY_START_TIMEOUT_S = 300.0
+
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -94,6 +97,7 @@ def run(settings: Settings, *, verbose: bool = False) -> RunOutcome:
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
         try:
+            wait_for_ray()
             holder["records"] = server_fn(grid, exp)
         except BaseException as err:  # re-raised after the simulation shut down
             holder["error"] = err
@@ -122,4 +126,31 @@ def run(settings: Settings, *, verbose: bool = False) -> RunOutcome:
     return RunOutcome(exp, holder["records"], time.perf_counter() - started)
 
 
-__all__ = ["RunOutcome", "run"]
+def wait_for_ray(timeout: float = RAY_START_TIMEOUT_S, poll: float = 0.05) -> bool:
+    """Block the server thread until ``ray.init`` has started Ray's processes.
+
+    Flower starts the ServerApp thread before it starts Ray in the main thread, so
+    the server's round-0 evaluation (numpy / torch BLAS) used to run while
+    ``ray.init`` forked its helper processes. OpenBLAS's fork handler waits for its
+    busy worker threads, and the worker threads for the forking thread: a benchmark
+    hung 23 minutes in ``blas_thread_shutdown_``. Ray forks only while it starts, so
+    the server starts its work once Ray is up (or after ``timeout`` seconds, leaving a
+    failed start to Flower's own error path).
+
+    Returns
+    -------
+    bool
+        Whether Ray was up before the timeout.
+    """
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while not ray.is_initialized():
+        if time.monotonic() >= deadline:
+            log.warning("Ray did not start within %.0f s; the server goes on", timeout)
+            return False
+        time.sleep(poll)
+    return True
+
+
+__all__ = ["RunOutcome", "run", "wait_for_ray"]
