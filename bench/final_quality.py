@@ -180,10 +180,11 @@ def main() -> int:
             print(f"final_quality.py: error: run {label!r}: {err}", file=sys.stderr)
             return 2
         old = reusable(previous, path, digest, vars(args))
-        if old is not None:
+        if old is None:
+            rows[label] = {"run": path, "checkpoint_sha256": digest}
+        else:
             rows[label] = old | {"reused": args.reuse}
             print(json.dumps({"run": label, "reused": args.reuse}), flush=True)
-        rows.setdefault(label, {"run": path, "checkpoint_sha256": digest})
     evaluators: dict[tuple[str, str, str], GeneratorEvaluator] = {}
     data: dict[tuple[str, ...], tuple[Any, Any]] = {}
     for label, (gens, config) in runs.items():
