@@ -79,4 +79,10 @@ def finished(run_dir: Path, rounds: int) -> bool:
     if not metrics.exists():
         return False
     lines = metrics.read_text().splitlines()
-    return bool(lines) and int(json.loads(lines[-1]).get("round", -1)) >= rounds
+    if not lines:
+        return False
+    try:  # a run killed mid-write leaves a truncated last line: not finished
+        last = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return False
+    return isinstance(last, dict) and int(last.get("round", -1)) >= rounds

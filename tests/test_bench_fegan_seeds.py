@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,3 +32,21 @@ def test_fegan_seeds_bench_smoke(tmp_path: Path) -> None:
     assert doc["baseline"] == "FL-GAN" and len(doc["runs"]) == 4
     assert (out / "groups.png").stat().st_size > 10_000
     assert "## Over seeds" in (out / "compare.md").read_text()
+
+
+def test_finished_reuses_only_runs_that_reached_their_last_round(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    common = importlib.import_module("fegan_common")
+    run = tmp_path / "run"
+    assert not common.finished(run, 3)  # never started
+    run.mkdir()
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("")
+    assert not common.finished(run, 3)  # started, nothing recorded
+    metrics.write_text('{"round": 0, "fid": 1.0}\n{"round": 2, "fid": 0.5}\n')
+    assert not common.finished(run, 3)  # cut off before its last round
+    metrics.write_text(metrics.read_text() + '{"round": 3, "fid": 0.4}\n')
+    assert common.finished(run, 3)
+    metrics.write_text(metrics.read_text() + '{"round": 4, "fi')  # killed mid-write
+    assert not common.finished(run, 3)
