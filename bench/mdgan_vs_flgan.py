@@ -110,7 +110,7 @@ def main() -> int:
                                      if r.get("score") is not None), None),
                 "generator_updates": updates,
                 "bytes_per_update": sent / max(1, updates),
-                "run_s": took if took is not None else before.get((label, seed))})
+                "run_s": _run_seconds(took, before.get((label, seed)), records)})
             print(json.dumps({"label": label, "seed": seed, "best_fid": round(best[1], 1),
                               "final_fid": round(fids[-1][1], 1),
                               "bytes_per_update": round(sent / max(1, updates))}), flush=True)
@@ -118,6 +118,22 @@ def main() -> int:
     doc = {"settings": vars(args), "load_avg": os.getloadavg(), "runs": summary}
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     return 0
+
+
+def _run_seconds(took: float | None, before: float | None,
+                 records: list[dict[str, Any]]) -> float | None:
+    """A run's wall time: measured now, else an earlier summary's, else its own clock.
+
+    A run reused from a cut-off invocation has no summary entry; its last record's
+    ``elapsed_s`` (seconds since the run started, a few seconds short of the
+    invocation's time) stands in.
+    """
+    if took is not None:
+        return took
+    if before is not None:
+        return before
+    elapsed = records[-1].get("elapsed_s") if records else None
+    return float(elapsed) if elapsed is not None else None
 
 
 def _timings(path: Path) -> dict[tuple[str, int], float | None]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from flwr_gan.core.models import build_models
 
@@ -49,3 +52,16 @@ def test_mdgan_vs_flgan_bench_smoke(tmp_path: Path) -> None:
     # the reused FL-GAN run keeps the time measured when it ran
     redo_fl = json.loads(out.with_suffix(".json").read_text())["runs"]["FL-GAN"][0]
     assert fl["run_s"] is not None and redo_fl["run_s"] == fl["run_s"]
+
+
+def test_run_time_of_a_reused_run_falls_back_to_its_own_clock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    bench = importlib.import_module("mdgan_vs_flgan")
+    records = [{"round": 0, "elapsed_s": 3.0}, {"round": 5, "elapsed_s": 420.5}]
+    assert bench._run_seconds(431.0, 400.0, records) == 431.0  # measured by this invocation
+    assert bench._run_seconds(None, 400.0, records) == 400.0  # an earlier summary's
+    # reused from an invocation that never wrote its summary: the run's own clock
+    assert bench._run_seconds(None, None, records) == 420.5
+    assert bench._run_seconds(None, None, [{"round": 5}]) is None
+    assert bench._run_seconds(None, None, []) is None
