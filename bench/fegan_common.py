@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+from flwr_gan.runtime.rundir import read_metrics
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -78,11 +79,9 @@ def finished(run_dir: Path, rounds: int) -> bool:
     metrics = Path(run_dir) / "metrics.jsonl"
     if not metrics.exists():
         return False
-    lines = metrics.read_text().splitlines()
-    if not lines:
+    try:
+        records = read_metrics(metrics)
+    except ValueError:  # a run killed mid-write leaves a truncated last line: not finished
         return False
-    try:  # a run killed mid-write leaves a truncated last line: not finished
-        last = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return False
-    return isinstance(last, dict) and int(last.get("round", -1)) >= rounds
+    return bool(records) and isinstance(records[-1], dict) \
+        and int(records[-1].get("round", -1)) >= rounds
