@@ -14,7 +14,11 @@ classifier's feature space, ``--n-eval`` samples, 3 latent seeds):
 The x axis is generator updates, as in the paper (each FL-GAN worker's
 generator is updated that many times). Bytes per generator update come from the
 runs' own telemetry. Each run directory goes under ``--runs``; finished runs
-are reused (a run cut off part-way is run again). Writes ``<out>.json`` and ``<out>.png``.
+are reused (a run cut off part-way is run again). Writes ``<out>.json`` and ``<out>.png``,
+rewritten after every run so that an invocation cut off part-way keeps what it
+finished (``"complete": false`` until the last run). The summary gives each run's
+load average when it ended, and per family the mean and sample standard deviation
+over seeds of the final and best FID and the paired final-FID differences to FL-GAN.
 
 Usage::
 
@@ -29,12 +33,14 @@ import json
 import math
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from fegan_common import RESULTS, finished
 
 from flwr_gan.algorithms import make_settings
+from flwr_gan.report.groups import stat
 from flwr_gan.runtime.rundir import plot_fid_curves, read_metrics
 from flwr_gan.runtime.simulation import run
 
@@ -89,10 +95,12 @@ def main() -> int:
             run_dir = Path(args.runs) / f"{slug}_seed{seed}"
             metrics = run_dir / "metrics.jsonl"
             started, took = time.perf_counter(), None
+            load = before.get((label, seed), {}).get("load_avg")
             if not finished(run_dir, -(-args.iterations // per_step)):
                 print(f"running {label} seed {seed} -> {run_dir}", flush=True)
                 run(make_settings(algorithm, out=str(run_dir), **values))
                 took = time.perf_counter() - started
+                load = [round(x, 2) for x in os.getloadavg()]
             records = read_metrics(metrics)
             for r in records:
                 r["generator_updates"] = r["round"] * per_step
@@ -110,14 +118,51 @@ def main() -> int:
                                      if r.get("score") is not None), None),
                 "generator_updates": updates,
                 "bytes_per_update": sent / max(1, updates),
-                "run_s": _run_seconds(took, before.get((label, seed)), records)})
+                "run_s": _run_seconds(took, before.get((label, seed), {}).get("run_s"),
+                                      records),
+                "load_avg": load})
             print(json.dumps({"label": label, "seed": seed, "best_fid": round(best[1], 1),
                               "final_fid": round(fids[-1][1], 1),
                               "bytes_per_update": round(sent / max(1, updates))}), flush=True)
-    plot_fid_curves(curves, out.with_suffix(".png"), x_key="generator_updates")
-    doc = {"settings": vars(args), "load_avg": os.getloadavg(), "runs": summary}
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+            _write(out, args, curves, summary, complete=False)
+    _write(out, args, curves, summary, complete=True)
     return 0
+
+
+def _write(out: Path, args: argparse.Namespace, curves: dict[str, list[dict[str, Any]]],
+           summary: dict[str, Any], complete: bool) -> None:
+    """Write ``<out>.png`` (the curves so far) and ``<out>.json`` (the summary so far)."""
+    plot_fid_curves(curves, out.with_suffix(".png"), x_key="generator_updates")
+    doc = {"settings": vars(args), "complete": complete,
+           "load_avg": [round(x, 2) for x in os.getloadavg()],
+           "across_seeds": across_seeds(summary), "runs": summary}
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(out.with_suffix(".json"))
+
+
+def across_seeds(summary: dict[str, list[dict[str, Any]]],
+                 baseline: str = "FL-GAN") -> dict[str, dict[str, Any]]:
+    """Per family: final and best FID over its seeds, and paired differences to ``baseline``.
+
+    ``final_fid`` and ``best_fid`` are :func:`flwr_gan.report.groups.stat` dicts (mean,
+    sample standard deviation, min, max, n). ``final_minus_baseline`` lists, for each
+    seed that both this family and ``baseline`` ran, this family's final FID minus the
+    baseline's (negative: this family ended better), in seed order.
+    """
+    base = {r["seed"]: r["final_fid"] for r in summary.get(baseline, [])}
+    doc: dict[str, dict[str, Any]] = {}
+    for label, rows in summary.items():
+        final, best = stat([r["final_fid"] for r in rows]), stat([r["best_fid"] for r in rows])
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r in rows],
+                                 "final_fid": asdict(final) if final else None,
+                                 "best_fid": asdict(best) if best else None}
+        if label != baseline:
+            entry["final_minus_baseline"] = [
+                {"seed": r["seed"], "diff": r["final_fid"] - base[r["seed"]]}
+                for r in sorted(rows, key=lambda r: r["seed"]) if r["seed"] in base]
+        doc[label] = entry
+    return doc
 
 
 def _run_seconds(took: float | None, before: float | None,
@@ -136,12 +181,13 @@ def _run_seconds(took: float | None, before: float | None,
     return float(elapsed) if elapsed is not None else None
 
 
-def _timings(path: Path) -> dict[tuple[str, int], float | None]:
-    """``(label, seed) -> run_s`` from an earlier summary at ``path`` (empty if none)."""
+def _timings(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(label, seed) -> {"run_s", "load_avg"}`` from an earlier summary (empty if none)."""
     if not path.exists():
         return {}
     runs = json.loads(path.read_text()).get("runs", {})
-    return {(label, int(r["seed"])): r.get("run_s") for label, rs in runs.items() for r in rs}
+    return {(label, int(r["seed"])): {"run_s": r.get("run_s"), "load_avg": r.get("load_avg")}
+            for label, rs in runs.items() for r in rs}
 
 
 if __name__ == "__main__":

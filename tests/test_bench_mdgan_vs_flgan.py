@@ -38,6 +38,13 @@ def test_mdgan_vs_flgan_bench_smoke(tmp_path: Path) -> None:
     # both scored from an untrained generator's FID downwards by the same protocol
     assert md["fid"][0][1] == fl["fid"][0][1]
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # the summary is whole, each run says the load it ran under, the seed statistics match
+    assert doc["complete"] is True and not out.with_suffix(".json.tmp").exists()
+    assert len(md["load_avg"]) == 3 and len(fl["load_avg"]) == 3
+    agg = doc["across_seeds"]
+    assert agg["FL-GAN"]["final_fid"]["mean"] == fl["final_fid"]
+    assert agg["MD-GAN kappa=1"]["final_minus_baseline"] == [
+        {"seed": 0, "diff": md["final_fid"] - fl["final_fid"]}]
     # a run cut off part-way is run again, a finished one is reused
     md_metrics = Path(md["run"]) / "metrics.jsonl"
     md_metrics.write_text(md_metrics.read_text().splitlines()[0] + "\n")
@@ -49,9 +56,36 @@ def test_mdgan_vs_flgan_bench_smoke(tmp_path: Path) -> None:
     assert "running FL-GAN" not in again.stdout
     redo = json.loads(out.with_suffix(".json").read_text())["runs"]["MD-GAN kappa=1"][0]
     assert redo["generator_updates"] == 6 and redo["fid"] == md["fid"]
-    # the reused FL-GAN run keeps the time measured when it ran
+    # the reused FL-GAN run keeps the time and load measured when it ran
     redo_fl = json.loads(out.with_suffix(".json").read_text())["runs"]["FL-GAN"][0]
     assert fl["run_s"] is not None and redo_fl["run_s"] == fl["run_s"]
+    assert redo_fl["load_avg"] == fl["load_avg"]
+
+
+def test_seed_statistics_are_sample_spread_and_pair_by_seed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    bench = importlib.import_module("mdgan_vs_flgan")
+    summary = {
+        "MD-GAN kappa=1": [{"seed": 2, "final_fid": 376.0, "best_fid": 330.0},
+                           {"seed": 0, "final_fid": 335.9, "best_fid": 320.0},
+                           {"seed": 1, "final_fid": 325.2, "best_fid": 325.2}],
+        "FL-GAN": [{"seed": 0, "final_fid": 347.9, "best_fid": 340.0},
+                   {"seed": 1, "final_fid": 357.2, "best_fid": 350.0}],
+    }
+    agg = bench.across_seeds(summary)
+    md = agg["MD-GAN kappa=1"]
+    assert md["seeds"] == [2, 0, 1] and md["final_fid"]["n"] == 3
+    assert md["final_fid"]["mean"] == pytest.approx(345.7, abs=0.05)
+    # sample (n - 1) standard deviation, as everywhere else in the reports: 26.8, not 21.9
+    assert md["final_fid"]["std"] == pytest.approx(26.78, abs=0.01)
+    assert md["best_fid"]["min"] == 320.0 and md["best_fid"]["max"] == 330.0
+    # only the seeds both ran are paired, in seed order; the baseline has no pairing
+    assert [d["seed"] for d in md["final_minus_baseline"]] == [0, 1]
+    assert md["final_minus_baseline"][0]["diff"] == pytest.approx(-12.0)
+    assert md["final_minus_baseline"][1]["diff"] == pytest.approx(-32.0)
+    assert "final_minus_baseline" not in agg["FL-GAN"]
+    assert agg["FL-GAN"]["final_fid"]["std"] == pytest.approx(6.58, abs=0.01)
 
 
 def test_run_time_of_a_reused_run_falls_back_to_its_own_clock(
