@@ -18,7 +18,8 @@ Inception (reported as ``scored``). Absolute values are not comparable with the
 papers': they used 100-500 samples and other networks.
 
 Labels of the form ``GROUP/NAME`` (``mdgan/seed1``) are also summarised per group:
-mean and standard deviation over the group's runs (training-seed spread). ``--reuse
+mean and sample standard deviation over the group's runs (training-seed spread, as
+:func:`flwr_gan.report.groups.stat` and ``flwr-gan compare --group``). ``--reuse
 FILE.json`` copies the scores of an earlier output for every run whose directory,
 checkpoint (by SHA-256) and scoring settings are unchanged, under whatever label it had,
 so adding seeds does not rescore the old ones.
@@ -46,6 +47,7 @@ from torch import nn
 
 from flwr_gan.data.datasets import load_dataset
 from flwr_gan.metrics.evaluator import GeneratorEvaluator
+from flwr_gan.report.groups import stat
 from flwr_gan.runtime.checkpoint import CheckpointError
 from flwr_gan.runtime.generators import final_generators
 
@@ -103,7 +105,7 @@ def reusable(previous: dict[str, Any], run_dir: str, digest: str,
 
 
 def groups(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Mean and spread per ``GROUP/NAME`` label group (groups of one run are kept)."""
+    """Mean and sample std per ``GROUP/NAME`` label group (groups of one run are kept)."""
     members: dict[str, list[dict[str, Any]]] = {}
     for label, row in rows.items():
         if "/" in label:
@@ -116,8 +118,9 @@ def groups(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 ("classifier_fid", [r["classifier"]["fid"] for r in group]),
                 ("classifier_score", [r["classifier"]["score"] for r in group])):
             if all(v is not None for v in values):
-                summary[field] = float(np.mean(values))
-                summary[field + "_std"] = float(np.std(values))
+                spread = stat(values)
+                assert spread is not None  # a group has at least one run
+                summary[field], summary[field + "_std"] = spread.mean, spread.std
         out[name] = summary
     return out
 
