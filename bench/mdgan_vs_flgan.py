@@ -18,7 +18,8 @@ are reused (a run cut off part-way is run again). Writes ``<out>.json`` and ``<o
 rewritten after every run so that an invocation cut off part-way keeps what it
 finished (``"complete": false`` until the last run). The summary gives each run's
 load average when it ended, and per family the mean and sample standard deviation
-over seeds of the final and best FID and the paired final-FID differences to FL-GAN.
+over seeds of the final, best and mean FID (the last on a grid common to the families,
+see :func:`across_seeds`) and the paired differences to FL-GAN.
 
 Usage::
 
@@ -37,6 +38,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fegan_common import RESULTS, finished
 
 from flwr_gan.algorithms import make_settings
@@ -89,6 +91,7 @@ def main() -> int:
     curves: dict[str, list[dict[str, Any]]] = {}
     summary: dict[str, Any] = {}
     before = _timings(out.with_suffix(".json"))  # a reused run keeps its measured time
+    load_avg = _earlier_load(out.with_suffix(".json"))  # kept if every run is reused
     for seed in args.seeds:
         for label, (algorithm, values, per_step) in plan(args, seed).items():
             slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
@@ -100,7 +103,7 @@ def main() -> int:
                 print(f"running {label} seed {seed} -> {run_dir}", flush=True)
                 run(make_settings(algorithm, out=str(run_dir), **values))
                 took = time.perf_counter() - started
-                load = [round(x, 2) for x in os.getloadavg()]
+                load = load_avg = [round(x, 2) for x in os.getloadavg()]
             records = read_metrics(metrics)
             for r in records:
                 r["generator_updates"] = r["round"] * per_step
@@ -124,17 +127,22 @@ def main() -> int:
             print(json.dumps({"label": label, "seed": seed, "best_fid": round(best[1], 1),
                               "final_fid": round(fids[-1][1], 1),
                               "bytes_per_update": round(sent / max(1, updates))}), flush=True)
-            _write(out, args, curves, summary, complete=False)
-    _write(out, args, curves, summary, complete=True)
+            _write(out, args, curves, summary, load_avg, complete=False)
+    _write(out, args, curves, summary, load_avg, complete=True)
     return 0
 
 
 def _write(out: Path, args: argparse.Namespace, curves: dict[str, list[dict[str, Any]]],
-           summary: dict[str, Any], complete: bool) -> None:
-    """Write ``<out>.png`` (the curves so far) and ``<out>.json`` (the summary so far)."""
+           summary: dict[str, Any], load_avg: list[float] | None, complete: bool) -> None:
+    """Write ``<out>.png`` (the curves so far) and ``<out>.json`` (the summary so far).
+
+    ``load_avg`` is the load average after the last run this invocation trained, or
+    the earlier summary's when it trained none (regenerating a summary from reused
+    runs says nothing about the load they ran under).
+    """
     plot_fid_curves(curves, out.with_suffix(".png"), x_key="generator_updates")
     doc = {"settings": vars(args), "complete": complete,
-           "load_avg": [round(x, 2) for x in os.getloadavg()],
+           "load_avg": load_avg,
            "across_seeds": across_seeds(summary), "runs": summary}
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -143,26 +151,60 @@ def _write(out: Path, args: argparse.Namespace, curves: dict[str, list[dict[str,
 
 def across_seeds(summary: dict[str, list[dict[str, Any]]],
                  baseline: str = "FL-GAN") -> dict[str, dict[str, Any]]:
-    """Per family: final and best FID over its seeds, and paired differences to ``baseline``.
+    """Per family: final, best and mean FID over its seeds, and paired differences.
 
-    ``final_fid`` and ``best_fid`` are :func:`flwr_gan.report.groups.stat` dicts (mean,
-    sample standard deviation, min, max, n). ``final_minus_baseline`` lists, for each
-    seed that both this family and ``baseline`` ran, this family's final FID minus the
-    baseline's (negative: this family ended better), in seed order.
+    ``final_fid``, ``best_fid`` and ``mean_fid`` are :func:`flwr_gan.report.groups.stat`
+    dicts (mean, sample standard deviation, min, max, n). ``mean_fid`` is the FID
+    averaged over the evaluation points of the family evaluated least often in that
+    seed (after the untrained one), the others' curves linearly interpolated there
+    (:func:`mean_fid_on_common_grid`), so that a family evaluated more often is not
+    favoured. ``final_minus_baseline`` and ``mean_minus_baseline`` list, for each seed
+    that both this family and ``baseline`` ran, this family's value minus the
+    baseline's (negative: this family did better), in seed order.
     """
+    means = mean_fid_on_common_grid(summary)
     base = {r["seed"]: r["final_fid"] for r in summary.get(baseline, [])}
     doc: dict[str, dict[str, Any]] = {}
     for label, rows in summary.items():
-        final, best = stat([r["final_fid"] for r in rows]), stat([r["best_fid"] for r in rows])
-        entry: dict[str, Any] = {"seeds": [r["seed"] for r in rows],
-                                 "final_fid": asdict(final) if final else None,
-                                 "best_fid": asdict(best) if best else None}
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r in rows]}
+        for key, values in (("final_fid", [r["final_fid"] for r in rows]),
+                            ("best_fid", [r["best_fid"] for r in rows]),
+                            ("mean_fid", [means[label, r["seed"]] for r in rows])):
+            spread = stat(values)
+            entry[key] = asdict(spread) if spread else None
         if label != baseline:
+            paired = [r["seed"] for r in sorted(rows, key=lambda r: r["seed"])
+                      if r["seed"] in base]
+            final = {r["seed"]: r["final_fid"] for r in rows}
             entry["final_minus_baseline"] = [
-                {"seed": r["seed"], "diff": r["final_fid"] - base[r["seed"]]}
-                for r in sorted(rows, key=lambda r: r["seed"]) if r["seed"] in base]
+                {"seed": k, "diff": final[k] - base[k]} for k in paired]
+            entry["mean_minus_baseline"] = [
+                {"seed": k, "diff": means[label, k] - means[baseline, k]} for k in paired]
         doc[label] = entry
     return doc
+
+
+def mean_fid_on_common_grid(summary: dict[str, list[dict[str, Any]]]
+                            ) -> dict[tuple[str, int], float]:
+    """``(label, seed) -> mean FID`` at the sparsest family's evaluation points of that seed.
+
+    Each row's ``fid`` is its ``[generator_updates, fid]`` curve. For every seed the
+    grid is the updates (> 0) at which the family with the fewest such evaluations
+    was scored; every family's curve is interpolated linearly there (held flat past
+    its ends) and averaged. A family evaluated only at 0 is averaged at 0.
+    """
+    by_seed: dict[int, dict[str, list[tuple[float, float]]]] = {}
+    for label, rows in summary.items():
+        for r in rows:
+            by_seed.setdefault(r["seed"], {})[label] = [(float(u), float(f)) for u, f in r["fid"]]
+    out: dict[tuple[str, int], float] = {}
+    for seed, curves in by_seed.items():
+        sparsest = min(curves.values(), key=lambda c: len([u for u, _ in c if u > 0]))
+        grid = [u for u, _ in sparsest if u > 0] or [sparsest[0][0]]
+        for label, curve in curves.items():
+            xs, ys = [u for u, _ in curve], [f for _, f in curve]
+            out[label, seed] = float(np.mean(np.interp(grid, xs, ys)))
+    return out
 
 
 def _run_seconds(took: float | None, before: float | None,
@@ -179,6 +221,14 @@ def _run_seconds(took: float | None, before: float | None,
         return before
     elapsed = records[-1].get("elapsed_s") if records else None
     return float(elapsed) if elapsed is not None else None
+
+
+def _earlier_load(path: Path) -> list[float] | None:
+    """The ``load_avg`` of an earlier summary at ``path`` (``None`` if none)."""
+    if not path.exists():
+        return None
+    load = json.loads(path.read_text()).get("load_avg")
+    return [float(x) for x in load] if load else None
 
 
 def _timings(path: Path) -> dict[tuple[str, int], dict[str, Any]]:

@@ -60,6 +60,15 @@ def test_mdgan_vs_flgan_bench_smoke(tmp_path: Path) -> None:
     redo_fl = json.loads(out.with_suffix(".json").read_text())["runs"]["FL-GAN"][0]
     assert fl["run_s"] is not None and redo_fl["run_s"] == fl["run_s"]
     assert redo_fl["load_avg"] == fl["load_avg"]
+    # regenerating the summary from reused runs keeps the load they ran under
+    written = json.loads(out.with_suffix(".json").read_text())
+    third = subprocess.run([sys.executable, str(REPO / "bench" / "mdgan_vs_flgan.py"), "--smoke",
+                            "--runs", str(tmp_path / "runs"), "--out", str(out)],
+                           capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert third.returncode == 0 and "running" not in third.stdout
+    regenerated = json.loads(out.with_suffix(".json").read_text())
+    assert regenerated["load_avg"] == written["load_avg"] is not None
+    assert regenerated["runs"] == written["runs"]
 
 
 def test_seed_statistics_are_sample_spread_and_pair_by_seed(
@@ -73,6 +82,9 @@ def test_seed_statistics_are_sample_spread_and_pair_by_seed(
         "FL-GAN": [{"seed": 0, "final_fid": 347.9, "best_fid": 340.0},
                    {"seed": 1, "final_fid": 357.2, "best_fid": 350.0}],
     }
+    for rows in summary.values():
+        for r in rows:
+            r["fid"] = [[0, 900.0], [10, r["final_fid"]]]
     agg = bench.across_seeds(summary)
     md = agg["MD-GAN kappa=1"]
     assert md["seeds"] == [2, 0, 1] and md["final_fid"]["n"] == 3
@@ -86,6 +98,9 @@ def test_seed_statistics_are_sample_spread_and_pair_by_seed(
     assert md["final_minus_baseline"][1]["diff"] == pytest.approx(-32.0)
     assert "final_minus_baseline" not in agg["FL-GAN"]
     assert agg["FL-GAN"]["final_fid"]["std"] == pytest.approx(6.58, abs=0.01)
+    # one evaluation after 0: the mean FID is that evaluation's
+    assert md["mean_fid"]["mean"] == pytest.approx(345.7, abs=0.05)
+    assert md["mean_minus_baseline"] == md["final_minus_baseline"]
 
 
 def test_run_time_of_a_reused_run_falls_back_to_its_own_clock(
@@ -99,3 +114,28 @@ def test_run_time_of_a_reused_run_falls_back_to_its_own_clock(
     assert bench._run_seconds(None, None, records) == 420.5
     assert bench._run_seconds(None, None, [{"round": 5}]) is None
     assert bench._run_seconds(None, None, []) is None
+
+
+def test_mean_fid_is_taken_on_the_sparsest_familys_evaluation_points(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    bench = importlib.import_module("mdgan_vs_flgan")
+    md = {"seed": 0, "final_fid": 300.0, "best_fid": 300.0,
+          "fid": [[0, 1000.0], [200, 400.0], [400, 300.0]]}
+    fl = {"seed": 0, "final_fid": 320.0, "best_fid": 320.0,
+          "fid": [[0, 1000.0], [167, 500.0], [334, 350.0], [501, 320.0]]}
+    means = bench.mean_fid_on_common_grid({"MD-GAN kappa=1": [md], "FL-GAN": [fl]})
+    # MD-GAN has fewer evaluations: both are read at 200 and 400, FL-GAN interpolated
+    assert means["MD-GAN kappa=1", 0] == pytest.approx(350.0)
+    at200 = 500.0 + (350.0 - 500.0) * 33 / 167
+    at400 = 350.0 + (320.0 - 350.0) * 66 / 167
+    assert means["FL-GAN", 0] == pytest.approx((at200 + at400) / 2)
+    # an evaluation at 0 is left out: it would count the untrained generator twice
+    agg = bench.across_seeds({"MD-GAN kappa=1": [md], "FL-GAN": [fl]})
+    diff = agg["MD-GAN kappa=1"]["mean_minus_baseline"]
+    assert diff == [{"seed": 0, "diff": pytest.approx(350.0 - (at200 + at400) / 2)}]
+    # a sparser FL-GAN (one evaluation after 0) moves the grid to its point
+    fl_sparse = fl | {"fid": [[0, 1000.0], [400, 330.0]]}
+    means = bench.mean_fid_on_common_grid({"MD-GAN kappa=1": [md], "FL-GAN": [fl_sparse]})
+    assert means["MD-GAN kappa=1", 0] == pytest.approx(300.0)
+    assert means["FL-GAN", 0] == pytest.approx(330.0)
