@@ -90,8 +90,9 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     curves: dict[str, list[dict[str, Any]]] = {}
     summary: dict[str, Any] = {}
-    before = _timings(out.with_suffix(".json"))  # a reused run keeps its measured time
-    load_avg = _earlier_load(out.with_suffix(".json"))  # kept if every run is reused
+    previous = _read_summary(out.with_suffix(".json"))
+    before = _timings(previous)  # a reused run keeps its measured time and load
+    load_avg = previous.get("load_avg")  # kept if every run is reused
     for seed in args.seeds:
         for label, (algorithm, values, per_step) in plan(args, seed).items():
             slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
@@ -223,19 +224,14 @@ def _run_seconds(took: float | None, before: float | None,
     return float(elapsed) if elapsed is not None else None
 
 
-def _earlier_load(path: Path) -> list[float] | None:
-    """The ``load_avg`` of an earlier summary at ``path`` (``None`` if none)."""
-    if not path.exists():
-        return None
-    load = json.loads(path.read_text()).get("load_avg")
-    return [float(x) for x in load] if load else None
+def _read_summary(path: Path) -> dict[str, Any]:
+    """An earlier invocation's summary at ``path`` (empty if there is none)."""
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _timings(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """``(label, seed) -> {"run_s", "load_avg"}`` from an earlier summary (empty if none)."""
-    if not path.exists():
-        return {}
-    runs = json.loads(path.read_text()).get("runs", {})
+def _timings(previous: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(label, seed) -> {"run_s", "load_avg"}`` from an earlier summary."""
+    runs = previous.get("runs", {})
     return {(label, int(r["seed"])): {"run_s": r.get("run_s"), "load_avg": r.get("load_avg")}
             for label, rs in runs.items() for r in rs}
 
