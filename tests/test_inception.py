@@ -147,6 +147,16 @@ def test_grayscale_small_images_are_resized_and_repeated(torch_home: Path) -> No
     assert np.abs(from_gray - from_rgb3).max() < 1e-5
     # The colour image really gives different features (the comparison above is not vacuous).
     assert np.abs(extractor(rgb) - from_rgb3).max() > 1e-2
+    # The channels_last fast path gives what unmodified pytorch-fid gives on the resize path.
+    from pytorch_fid.inception import InceptionV3
+
+    assert extractor.model.state_dict()["blocks.0.0.conv.weight"].is_contiguous(
+        memory_format=torch.channels_last
+    )
+    plain = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    with torch.no_grad():
+        expected = plain((gray.repeat(1, 3, 1, 1) + 1) / 2)[0].reshape(2, -1).double().numpy()
+    assert np.abs(from_gray - expected).max() < TOL
     with pytest.raises(ValueError, match="C in"):
         extractor(torch.zeros(1, 2, 32, 32))
 
