@@ -149,6 +149,28 @@ def markdown(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _scored(row: dict[str, Any]) -> bool:
+    """Tell whether a row has both backends' scores (scored now or reused)."""
+    return all(backend in row for backend in BACKENDS)
+
+
+def write(out: Path, settings: dict[str, Any], rows: dict[str, dict[str, Any]],
+          complete: bool) -> str:
+    """Write ``<out>.json`` (atomically) and ``<out>.md``; return the markdown table.
+
+    ``complete`` is ``False`` while runs are still being scored.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"settings": settings, "complete": complete, "load_avg": os.getloadavg(),
+           "runs": rows, "groups": groups(rows)}
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(out.with_suffix(".json"))
+    table = markdown(rows)
+    out.with_suffix(".md").write_text(table)
+    return table
+
+
 def main() -> int:
     """Score every run with both backends; write ``<out>.json`` and ``<out>.md``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -214,13 +236,10 @@ def main() -> int:
             row[backend] = result = score(evaluators[key], chosen)
             print(json.dumps({"run": label, "backend": backend, "fid": round(result["fid"], 2),
                               "seconds": result["seconds"]}), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"settings": vars(args), "load_avg": os.getloadavg(), "runs": rows,
-           "groups": groups(rows)}
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    table = markdown(rows)
-    out.with_suffix(".md").write_text(table)
+        # Written after every run: a long --n 10000 job keeps what it scored if stopped.
+        write(Path(args.out), vars(args), {k: r for k, r in rows.items() if _scored(r)},
+              complete=False)
+    table = write(Path(args.out), vars(args), rows, complete=True)
     print(table)
     return 0
 

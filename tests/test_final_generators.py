@@ -132,6 +132,7 @@ def test_final_quality_bench_smoke(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["complete"] is True and not out.with_suffix(".json.tmp").exists()
     md, gossip = doc["runs"]["mdgan"], doc["runs"]["gossip"]
     assert md["algorithm"] == "mdgan" and md["step"] == 4
     for row in (md, gossip):
@@ -213,3 +214,23 @@ def test_final_quality_groups_labels_by_prefix(monkeypatch: pytest.MonkeyPatch) 
             "classifier": {"fid": 300.0, "score": 3.0, "scored": ["g"]}}
     table = fq.markdown({"md/s0": full})
     assert "| md | 1 | 100.0 ± 0.0 | 300.0 ± 0.0 | 3.00 ± 0.00 |" in table
+
+
+def test_final_quality_writes_what_it_has_scored_so_far(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A stopped long job keeps its scored runs, marked incomplete, in valid JSON."""
+    fq = _bench_module(monkeypatch, "final_quality")
+    row = {"algorithm": "fedavg", "step": 3, "run": "runs/a",
+           "inception": {"fid": 100.0, "scored": ["g"], "n": 9},
+           "classifier": {"fid": 300.0, "score": 3.0, "scored": ["g"]}}
+    assert fq._scored(row) and not fq._scored({"run": "runs/b", "classifier": {}})
+    out = tmp_path / "sub" / "fq"
+    table = fq.write(out, {"n": 9}, {"fl/s0": row}, complete=False)
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["complete"] is False and list(doc["runs"]) == ["fl/s0"]
+    assert doc["groups"]["fl"]["inception_fid"] == 100.0 and len(doc["load_avg"]) == 3
+    assert out.with_suffix(".md").read_text() == table and "| fl/s0 | fedavg | 3 |" in table
+    assert not out.with_suffix(".json.tmp").exists()
+    fq.write(out, {"n": 9}, {"fl/s0": row, "fl/s1": row}, complete=True)  # replaces it
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["complete"] is True and again["groups"]["fl"]["runs"] == 2
