@@ -10,8 +10,10 @@ from flwr_gan.cli import main
 from flwr_gan.config import ConfigError
 from flwr_gan.report import compare_runs, load_run
 from flwr_gan.report.groups import (
+    common_grid,
     convergence_gain,
     fid_auc,
+    fid_auc_on,
     smoothed,
     stat,
     summarise_groups,
@@ -47,6 +49,42 @@ def test_auc_is_the_trapezoid_mean_and_interpolates_its_end():
         fid_auc(pts, upto=25)
     with pytest.raises(ValueError, match="no evaluation"):
         fid_auc([])
+
+
+def test_one_grid_removes_the_advantage_of_evaluating_more_often():
+    # the same falling convex curve, sampled every 1 and every 4: on its own points the
+    # sparse run's trapezoids sit above the curve and it looks worse than the dense run
+    def curve(x):
+        return 100.0 + 900.0 * 0.5 ** x
+
+    dense = points([(x, curve(x)) for x in range(0, 17)])
+    sparse = points([(x, curve(x)) for x in range(0, 17, 4)])
+    assert fid_auc(sparse) - fid_auc(dense) > 40  # 227 vs 184
+    grid = common_grid([dense, sparse])
+    assert grid == [0.0, 4.0, 8.0, 12.0, 16.0]
+    assert fid_auc_on(dense, grid) == pytest.approx(fid_auc_on(sparse, grid))
+    assert fid_auc_on(sparse, grid) == pytest.approx(fid_auc(sparse))
+    # runs evaluated at the same points keep their own area, whatever their order
+    assert common_grid([dense, dense]) == [float(x) for x in range(17)]
+    assert fid_auc_on(dense, common_grid([dense])) == pytest.approx(fid_auc(dense))
+
+
+def test_the_grid_spans_what_every_run_covers():
+    early = points([(0, 900.0), (2, 500.0), (4, 400.0), (6, 350.0), (10, 300.0)])
+    late = points([(3, 700.0), (5, 600.0), (8, 500.0), (12, 450.0)])
+    grid = common_grid([early, late])
+    assert grid[0] == 3.0 and grid[-1] == 10.0  # the latest start, the earliest end
+    assert grid in ([3.0, 4.0, 6.0, 10.0], [3.0, 5.0, 8.0, 10.0])  # 4 points either way
+    # interpolated ends: early at 3 is 450, late at 10 is 475
+    assert fid_auc_on(early, [3.0, 10.0]) == pytest.approx((450 + 300) / 2)
+    assert fid_auc_on(late, [10.0]) == pytest.approx(475.0)
+    assert common_grid([early, points([(10, 1.0), (20, 2.0)])]) == [10.0]
+    with pytest.raises(ValueError, match="do not overlap"):
+        common_grid([early, points([(11, 1.0)])])
+    with pytest.raises(ValueError, match="leaves the evaluated range"):
+        fid_auc_on(late, [0.0, 10.0])
+    with pytest.raises(ValueError, match="no evaluation"):
+        common_grid([early, []])
 
 
 def two_configs(tmp_path, *, slow_fids, fast_fids, seeds=(0, 1)):
@@ -94,7 +132,26 @@ def test_groups_pair_by_seed_and_summarise_over_runs(tmp_path):
     assert fast.gain_virtual is not None and fast.gain_virtual.mean == pytest.approx(2.0)
     assert fast.best_fid.mean == pytest.approx(381.0) and fast.best_fid.std == pytest.approx(1.0)
     assert slow.auc.mean > fast.auc.mean
-    assert fast.auc_upto == 8
+    assert fast.auc_upto == 8 and fast.auc_from == 0 and fast.auc_points == 5
+
+
+def test_groups_measure_dense_and_sparse_runs_on_one_grid(tmp_path):
+    # the same FID curve, evaluated every round and every 4 rounds: equal mean FID
+    fids = [1000 * 0.6 ** k + 300 for k in range(9)]
+    dense = make_run(tmp_path / "d", "flgan", fl_records(fids, eval_every=1), samples=False,
+                     local_steps=1)
+    sparse = make_run(tmp_path / "s", "flgan", fl_records(fids[::4], eval_every=4),
+                      samples=False, local_steps=1)
+    out = {g.label: g for g in summarise_groups([load_run(dense), load_run(sparse)],
+                                                ["dense", "sparse"])}
+    assert out["dense"].auc_points == 3 and out["dense"].auc_upto == 8
+    assert out["dense"].auc.mean == pytest.approx(out["sparse"].auc.mean)
+    # a run evaluated only after the dense one ended cannot share a span with it
+    records = fl_records([500.0] * 7, eval_every=2)  # rounds 0..12
+    late = make_run(tmp_path / "l", "flgan", [r for r in records if r["round"] >= 10],
+                    samples=False, local_steps=1)
+    with pytest.raises(ConfigError, match="overlap"):
+        summarise_groups([load_run(dense), load_run(late)])
 
 
 def test_compare_writes_the_group_table_figure_and_json(tmp_path, capsys):
@@ -109,6 +166,8 @@ def test_compare_writes_the_group_table_figure_and_json(tmp_path, capsys):
     assert fast["reached"] == 2 and fast["gain_virtual"]["mean"] == pytest.approx(2.0)
     text = (out / "compare.md").read_text()
     assert "## Over seeds" in text and "gain over slow" in text and "2.00x" in text
+    assert "mean FID, round 0–8" in text and "same 5 points for every run" in text
+    assert fast["auc_points"] == 5 and fast["auc_from"] == 0 and fast["auc_upto"] == 8
     # seeds differ by design when runs are grouped over them: not a caveat then
     assert "`seed` differs" not in text
     assert "`seed` differs" in "".join(compare_runs(dirs, tmp_path / "plain").notes)
@@ -118,6 +177,7 @@ def test_compare_writes_the_group_table_figure_and_json(tmp_path, capsys):
                  "--group", *groups, "--baseline", "slow"]) == 0
     printed = capsys.readouterr().out
     assert "group fast (2 runs)" in printed and "gain over slow 2.00x" in printed
+    assert "mean FID over 0-8 " in printed
     # without --group, --baseline names a run label
     result = compare_runs(dirs[:2], tmp_path / "one", labels=["a", "b"], baseline="a")
     assert result.groups[1].gain_virtual is not None

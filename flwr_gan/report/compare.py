@@ -375,7 +375,8 @@ def run_cli(args: argparse.Namespace) -> int:
         gain = (f", gain over {result.baseline} {g.gain_virtual.mean:.2f}x (virtual s, "
                 f"{g.reached}/{len(g.runs)} reached)" if g.gain_virtual else "")
         print(f"  group {g.label} ({len(g.runs)} runs): best FID {g.best_fid.mean:.1f} ± "
-              f"{g.best_fid.std:.1f}, mean FID to {g.auc_upto:g} {g.auc.mean:.1f}{gain}")
+              f"{g.best_fid.std:.1f}, mean FID over {g.auc_from:g}-{g.auc_upto:g} "
+              f"{g.auc.mean:.1f}{gain}")
     if result.mismatches:
         print("forced: " + "; ".join(result.mismatches))
     print(f"outputs in {Path(args.out)}: compare.png, samples.png, compare.md, compare.json")

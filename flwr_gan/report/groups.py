@@ -5,10 +5,12 @@ configuration it is a seed of; :func:`summarise_groups` then gives per group the
 mean, standard deviation and range over its runs of
 
 * the best and the final FID;
-* the **area under the FID curve**: the mean FID over rounds / iterations from the
-  first evaluation to a common end (:func:`fid_auc`; trapezoids, the last segment
+* the **area under the FID curve**: the mean FID over rounds / iterations over the
+  span every run covers, on one grid for all runs (:func:`common_grid`,
+  :func:`fid_auc_on`: trapezoids on the sparsest run's evaluation points, the others
   interpolated), so a run that gets good early and stays there scores lower than one
-  that only touches the same best value once;
+  that only touches the same best value once, and evaluating more often is no
+  advantage;
 * the FeGAN paper's **convergence gain** over the baseline (§5.2): the time the
   baseline needs to reach its best FID divided by the time this run needs to first
   reach that FID (:func:`convergence_gain`), on the virtual clock and in
@@ -28,9 +30,11 @@ smoothed FID and the first point where the run's smoothed FID reaches it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from flwr_gan.config import ConfigError
 from flwr_gan.report.runs import Run
@@ -62,9 +66,8 @@ def stat(values: Sequence[float]) -> Stat | None:
     return Stat(mean, math.sqrt(var), min(vals), max(vals), len(vals))
 
 
-def fid_auc(points: Sequence[EvalPoint], upto: float | None = None,
-            x_of: Callable[[EvalPoint], float] = lambda p: float(p.x)) -> float:
-    """Return the mean FID over ``x`` from the first evaluation to ``upto`` (trapezoids).
+def fid_auc(points: Sequence[EvalPoint], upto: float | None = None) -> float:
+    """Return one run's mean FID from its first evaluation to ``upto``, on its own points.
 
     Parameters
     ----------
@@ -73,8 +76,6 @@ def fid_auc(points: Sequence[EvalPoint], upto: float | None = None,
     upto : float, optional
         Where the area ends (default: the last evaluation); a value between two
         evaluations interpolates the FID linearly, one past the last is refused.
-    x_of : callable
-        The x of an evaluation (default: its round / iteration / step).
 
     Raises
     ------
@@ -90,23 +91,93 @@ def fid_auc(points: Sequence[EvalPoint], upto: float | None = None,
     """
     if not points:
         raise ValueError("no evaluation to integrate")
-    xs = [x_of(p) for p in points]
-    ys = [p.fid for p in points]
-    end = xs[-1] if upto is None else float(upto)
-    if end < xs[0] or end > xs[-1]:
-        raise ValueError(f"upto={end} lies outside the evaluated range {xs[0]}..{xs[-1]}")
-    if end == xs[0]:
+    first, last = float(points[0].x), float(points[-1].x)
+    end = last if upto is None else float(upto)
+    if end < first or end > last:
+        raise ValueError(f"upto={end} lies outside the evaluated range {first}..{last}")
+    return fid_auc_on(points, sorted({first, end} | {float(p.x) for p in points
+                                                     if first < p.x < end}))
+
+
+def common_grid(curves: Sequence[Sequence[EvalPoint]]) -> list[float]:
+    """Return the x grid on which every curve's area is measured alike.
+
+    The area runs from the latest first evaluation to the earliest last one, over the
+    evaluation points (inside that span, plus its two ends) of the curve that has the
+    fewest of them. Trapezoids over a sparse grid overestimate a falling convex FID
+    curve, so integrating a densely and a sparsely evaluated run each on its own
+    points would favour the dense one; on one grid both carry the same bias. Runs
+    evaluated at the same points keep exactly their own area.
+
+    Parameters
+    ----------
+    curves : sequence of sequence of EvalPoint
+        Every run's evaluations, each in order and non-empty.
+
+    Returns
+    -------
+    list of float
+        Increasing x values; one value when the span is a single point.
+
+    Raises
+    ------
+    ValueError
+        If ``curves`` or one of them is empty, or two runs' evaluations do not overlap.
+
+    Examples
+    --------
+    >>> from flwr_gan.report.table import EvalPoint
+    >>> def curve(xs): return [EvalPoint(x, None, None, 0, 0, 1.0) for x in xs]
+    >>> common_grid([curve([0, 1, 2, 3, 4]), curve([0, 2, 4, 6])])
+    [0.0, 2.0, 4.0]
+    """
+    if not curves or not all(curves):
+        raise ValueError("no evaluation to integrate")
+    start = max(float(c[0].x) for c in curves)
+    end = min(float(c[-1].x) for c in curves)
+    if start > end:
+        raise ValueError(f"the runs' evaluations do not overlap: one ends at {end:g}, "
+                         f"another starts at {start:g}")
+    grids = [sorted({start, end} | {float(p.x) for p in c if start < p.x < end})
+             for c in curves]
+    return min(grids, key=len)
+
+
+def fid_auc_on(points: Sequence[EvalPoint], grid: Sequence[float]) -> float:
+    """Return the mean FID over ``grid`` (trapezoids of the FID interpolated at its points).
+
+    Parameters
+    ----------
+    points : sequence of EvalPoint
+        One run's evaluations, in order; they must cover ``grid``.
+    grid : sequence of float
+        Increasing x values (:func:`common_grid`).
+
+    Raises
+    ------
+    ValueError
+        If ``points`` or ``grid`` is empty or ``grid`` leaves the evaluated range.
+
+    Examples
+    --------
+    >>> from flwr_gan.report.table import EvalPoint
+    >>> pts = [EvalPoint(x, None, None, 0, 0, f) for x, f in [(0, 400.0), (5, 100.0),
+    ...                                                         (10, 200.0)]]
+    >>> fid_auc_on(pts, [0.0, 5.0, 10.0]), fid_auc_on(pts, [0.0, 10.0])
+    (200.0, 300.0)
+    """
+    if not points or not grid:
+        raise ValueError("no evaluation to integrate")
+    xs = [float(p.x) for p in points]
+    if grid[0] < xs[0] or grid[-1] > xs[-1]:
+        raise ValueError(f"grid {grid[0]:g}..{grid[-1]:g} leaves the evaluated range "
+                         f"{xs[0]:g}..{xs[-1]:g}")
+    ys = [float(np.interp(x, xs, [p.fid for p in points])) for x in grid]
+    if len(grid) == 1:
         return ys[0]
-    area = 0.0
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True),
-                                  strict=False):
-        if x0 >= end:
-            break
-        if x1 > end:  # the last, partial segment
-            y1 = y0 + (y1 - y0) * (end - x0) / (x1 - x0)
-            x1 = end
-        area += (x1 - x0) * (y0 + y1) / 2
-    return area / (end - xs[0])
+    area = sum((x1 - x0) * (y0 + y1) / 2
+               for x0, x1, y0, y1 in zip(grid, grid[1:], ys, ys[1:], strict=False))
+    return area / (grid[-1] - grid[0])
 
 
 def smoothed(points: Sequence[EvalPoint], window: int) -> list[EvalPoint]:
@@ -203,6 +274,9 @@ class GroupSummary:
         Over the runs; ``auc`` runs to ``auc_upto``.
     auc_upto : float
         The common end of every group's area (the shortest run's last evaluation).
+    auc_from, auc_points : float, int
+        Its common start (the latest first evaluation) and how many points of
+        :func:`common_grid` it is measured on.
     gains : tuple of Gain
         One per run against the baseline run of its seed (empty for the baseline
         itself or without a baseline).
@@ -223,6 +297,8 @@ class GroupSummary:
     gain_x: Stat | None = None
     gain_virtual: Stat | None = None
     reached: int = 0
+    auc_from: float = 0.0
+    auc_points: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the group as JSON-ready data."""
@@ -275,8 +351,8 @@ def summarise_groups(runs: Sequence[Run], groups: Sequence[str] | None = None,
     Raises
     ------
     ConfigError
-        On bad ``groups`` (:func:`group_runs`), a ``baseline`` that names no group
-        or a ``smooth`` below 1.
+        On bad ``groups`` (:func:`group_runs`), a ``baseline`` that names no group,
+        a ``smooth`` below 1, or runs whose evaluations do not overlap.
     """
     if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
         raise ConfigError(f"--smooth: {smooth!r} is invalid: expected a whole number of "
@@ -285,7 +361,11 @@ def summarise_groups(runs: Sequence[Run], groups: Sequence[str] | None = None,
     if baseline is not None and baseline not in grouped:
         raise ConfigError(f"--baseline: {baseline!r} is not one of the groups "
                           f"({', '.join(map(repr, grouped))})")
-    upto = float(min(r.points[-1].x for r in runs))
+    try:
+        grid = common_grid([r.points for r in runs])
+    except ValueError as err:
+        raise ConfigError(f"runs: cannot be compared over one span: {err}; compare runs "
+                          "whose evaluations overlap") from err
     out = []
     for name, members in grouped.items():
         gains: tuple[Gain, ...] = ()
@@ -293,17 +373,17 @@ def summarise_groups(runs: Sequence[Run], groups: Sequence[str] | None = None,
             gains = tuple(convergence_gain(b, r, smooth)
                           for r, b in _pair(members, grouped[baseline]))
         best, final = stat([r.best.fid for r in members]), stat([r.final.fid for r in members])
-        auc = stat([fid_auc(r.points, upto) for r in members])
+        auc = stat([fid_auc_on(r.points, grid) for r in members])
         assert best is not None and final is not None and auc is not None  # members non-empty
         out.append(GroupSummary(
             label=name, runs=tuple(r.label for r in members),
             seeds=tuple(_seed(r) for r in members), best_fid=best, final_fid=final, auc=auc,
-            auc_upto=upto, gains=gains,
+            auc_upto=grid[-1], auc_from=grid[0], auc_points=len(grid), gains=gains,
             gain_x=stat([g.gain_x for g in gains if g.gain_x is not None]),
             gain_virtual=stat([g.gain_virtual for g in gains if g.gain_virtual is not None]),
             reached=sum(g.reach_x is not None for g in gains)))
     return out
 
 
-__all__ = ["Gain", "GroupSummary", "Stat", "convergence_gain", "fid_auc", "group_runs", "smoothed",
-           "stat", "summarise_groups"]
+__all__ = ["Gain", "GroupSummary", "Stat", "common_grid", "convergence_gain", "fid_auc",
+           "fid_auc_on", "group_runs", "smoothed", "stat", "summarise_groups"]

@@ -148,7 +148,7 @@ def _group_lines(result: CompareResult) -> list[str]:
     lines = ["## Over seeds: each configuration's runs together", "",
              "![Mean FID of each group, best..worst run shaded](groups.png)", ""]
     header = ["group", "runs", "seeds", "best FID", "final FID",
-              f"mean FID, {unit} 0–{groups[0].auc_upto:g}"]
+              f"mean FID, {unit} {groups[0].auc_from:g}–{groups[0].auc_upto:g}"]
     if base is not None:
         header += [f"gain over {base} (virtual s)", f"gain ({unit}s)", "reached"]
     rows = []
@@ -163,8 +163,11 @@ def _group_lines(result: CompareResult) -> list[str]:
         rows.append(row)
     lines += _table(header, rows)
     lines += ["", "Mean ± sample standard deviation (min–max) over each group's runs. "
-              f"*mean FID*: the area under the FID curve divided by its length, up to {unit} "
-              f"{groups[0].auc_upto:g} (the shortest run's end) for every run."]
+              f"*mean FID*: the area under the FID curve divided by its length, over {unit}s "
+              f"{groups[0].auc_from:g}–{groups[0].auc_upto:g} (what every run covers), on the "
+              f"same {groups[0].auc_points} points for every run (the sparsest run's "
+              "evaluations, the others interpolated), so evaluating more often is no "
+              "advantage."]
     if base is not None:
         lines += [f"*gain*: the FeGAN paper's convergence gain, the time {base} needs to reach "
                   "its best FID divided by the time the run needs to first reach that FID "
