@@ -62,7 +62,7 @@ class EvalResult:
     n_fake, n_real : int
         Sample counts on each side (per seed for ``n_fake``).
     fid_seed_std : float
-        Standard deviation of FID over latent seeds (0 with one seed).
+        Standard deviation of FID over latent seeds (population, ddof 0; 0 with one seed).
     kid, kid_std : float or None
         KID (mean over subsets and seeds) and its standard deviation over subsets.
     precision, recall : float or None
