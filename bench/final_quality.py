@@ -6,8 +6,8 @@ and are scored on ``--n`` generated images against ``--n`` held-out test images 
 the run's data set (the same fixed shuffle as during training):
 
 * ``inception``: pytorch-fid's InceptionV3 pool3 features (the standard FID; build
-  the weights once with ``flwr-gan fid-weights``). About 6 images a second on two
-  CPU cores: 10,000 images per side take ~27 minutes for the real set (once) and
+  the weights once with ``flwr-gan fid-weights``). About 13 images a second on two
+  CPU cores: 10,000 images per side take ~13 minutes for the real set (once) and
   as long again per generator.
 * ``classifier``: the cached data-set classifier's features (the papers' "MNIST
   FID") and its Inception-Score-style score.
