@@ -23,6 +23,8 @@ def test_inception_speed_bench_smoke(tmp_path: Path) -> None:
     assert doc["speedup"] > 0 and doc["minutes_per_10000"] > 0
     # the layout changes speed, not the features (which are real, not all zero)
     assert doc["mean_abs_feature"] > 0.05 and doc["max_abs_feature_diff"] < 1e-3
+    # ...but the two layouts really ran different kernels (not the same code twice)
+    assert doc["max_abs_feature_diff"] > 0
     assert abs(doc["fid_between_layouts"]) < 1e-2
     bad = subprocess.run([sys.executable, str(REPO / "bench" / "inception_speed.py"), "--n", "0"],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
