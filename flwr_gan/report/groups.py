@@ -95,8 +95,12 @@ def fid_auc(points: Sequence[EvalPoint], upto: float | None = None) -> float:
     end = last if upto is None else float(upto)
     if end < first or end > last:
         raise ValueError(f"upto={end} lies outside the evaluated range {first}..{last}")
-    return fid_auc_on(points, sorted({first, end} | {float(p.x) for p in points
-                                                     if first < p.x < end}))
+    return fid_auc_on(points, _span_grid(points, first, end))
+
+
+def _span_grid(points: Sequence[EvalPoint], start: float, end: float) -> list[float]:
+    """Return ``start``, ``end`` and the evaluations strictly between them, in order."""
+    return sorted({start, end} | {float(p.x) for p in points if start < p.x < end})
 
 
 def common_grid(curves: Sequence[Sequence[EvalPoint]]) -> list[float]:
@@ -138,9 +142,7 @@ def common_grid(curves: Sequence[Sequence[EvalPoint]]) -> list[float]:
     if start > end:
         raise ValueError(f"the runs' evaluations do not overlap: one ends at {end:g}, "
                          f"another starts at {start:g}")
-    grids = [sorted({start, end} | {float(p.x) for p in c if start < p.x < end})
-             for c in curves]
-    return min(grids, key=len)
+    return min((_span_grid(c, start, end) for c in curves), key=len)
 
 
 def fid_auc_on(points: Sequence[EvalPoint], grid: Sequence[float]) -> float:
