@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from flwr_gan.metrics import inception
+from flwr_gan.metrics import inception, inception_weights
 from flwr_gan.metrics.features import FeatureExtractor
 
 TOL = 1e-4
@@ -257,7 +257,7 @@ def test_failed_verification_removes_fresh_file(
         assert Path(weights).is_file()  # the new file was already in place
         raise RuntimeError("max abs diff 1.0 > tolerance")
 
-    monkeypatch.setattr(inception, "verify_weights", failing_verify)
+    monkeypatch.setattr(inception_weights, "verify_weights", failing_verify)
     with pytest.raises(RuntimeError, match="max abs diff"):
         inception.convert_fid_helper_weights(dest=dest, overwrite=True)
     assert not dest.exists()
