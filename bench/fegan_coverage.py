@@ -10,7 +10,7 @@ strategies' own samplers (:class:`flwr_gan.strategy.BalancedSampler`,
 :func:`flwr_gan.strategy.random_sample`) with :class:`flwr_gan.strategy.SeenData`
 and reports ``kl_seen`` per round (FeGAN Fig. 10) and the rounds until every
 sample has been seen at least once. Writes ``bench/results/fegan_coverage.json``
-and ``fegan_kl_seen.png``.
+and ``fegan_kl_seen.png`` (``--out DIR`` elsewhere).
 
 ``--tag NAME`` (FeGAN Table 1's settings, e.g. ``--num-clients 80 --max-class 5
 --max-samples 3000 --fegan-draw shared --tag t1_5_3000``) replays instead how
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 from fegan_common import RESULTS
@@ -115,8 +116,8 @@ def table1_main(args: argparse.Namespace, counts: np.ndarray, size: int) -> None
         "random_never_sampled_max": max(int(r["never_sampled"]) for r in rand),  # type: ignore[call-overload]
         "random_seeds": args.seeds,
     }
-    (RESULTS / f"fegan_coverage_{args.tag}.json").write_text(json.dumps(result, indent=2)
-                                                             + "\n")
+    (args.out / f"fegan_coverage_{args.tag}.json").write_text(json.dumps(result, indent=2)
+                                                              + "\n")
     print(json.dumps(result, indent=1))
 
 
@@ -131,7 +132,12 @@ def main() -> None:
     parser.add_argument("--fegan-draw", default="disjoint", choices=("disjoint", "shared"))
     parser.add_argument("--tag", default="", help="Table 1 mode: write "
                         "fegan_coverage_<tag>.json (rounds to each coverage level)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the outputs")
     args = parser.parse_args()
+    if not args.tag and args.rounds < 200:
+        parser.error(f"--rounds must be >= 200 without --tag (rounds 20 and 200 are "
+                     f"reported), got {args.rounds}")
+    args.out.mkdir(parents=True, exist_ok=True)
     cfg = DataConfig(dataset="mnist", partition="fegan", max_class=args.max_class,
                      max_samples=args.max_samples, fegan_draw=args.fegan_draw)
     counts = dataset_partition(cfg, args.num_clients).histograms
@@ -175,7 +181,7 @@ def main() -> None:
         "kl_seen_random_mean": rand_kl.mean(axis=0)[:200].tolist(),
         "random_seeds": args.seeds,
     }
-    (RESULTS / "fegan_coverage.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "fegan_coverage.json").write_text(json.dumps(result, indent=2) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,7 +199,7 @@ def main() -> None:
         ax.legend()
     fig.suptitle(f"Class distribution seen by the server, MNIST, {args.num_clients} devices")
     fig.tight_layout()
-    fig.savefig(RESULTS / "fegan_kl_seen.png", dpi=110)
+    fig.savefig(args.out / "fegan_kl_seen.png", dpi=110)
     print(json.dumps({k: result[k] for k in (
         "partition", "kl_seen_round20", "kl_seen_round200", "kl_vs_whole_trainset_round20",
         "kl_vs_whole_trainset_round200", "kl_uniform_vs_federation",

@@ -75,15 +75,18 @@ def main() -> int:
     p.add_argument("--num-clients", type=int, default=10)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch-sizes", default="10,100")
+    p.add_argument("--models", default="mlp,mdgan-cnn", help="comma-separated presets")
+    p.add_argument("--out", default=str(RESULTS / "flgan_comm.json"))
     args = p.parse_args()
     rows = []
-    for model in ("mlp", "mdgan-cnn"):
+    for model in args.models.split(","):
         for b in (int(v) for v in args.batch_sizes.split(",")):
             row = measure(model, b, args.num_clients, args.rounds)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    (RESULTS / "flgan_comm.json").write_text(json.dumps({"settings": vars(args), "rows": rows},
-                                                        indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2) + "\n")
     return 0
 
 

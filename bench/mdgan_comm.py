@@ -27,6 +27,7 @@ from flwr_gan.core.models import build_models, count_parameters
 from flwr_gan.runtime.simulation import run
 
 SHAPE = (1, 28, 28)
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measure(model: str, b: int, n: int, iterations: int) -> dict[str, Any]:
@@ -64,17 +65,20 @@ def main() -> int:
     p.add_argument("--num-clients", type=int, default=10)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--batch-sizes", default="10,100")
+    p.add_argument("--models", default="mlp,mdgan-cnn", help="comma-separated presets")
+    p.add_argument("--out", default=str(RESULTS / "mdgan_comm.json"))
     args = p.parse_args()
+    if args.iterations < 2:
+        p.error(f"--iterations must be >= 2 (the first carries no swap), got {args.iterations}")
     rows = []
-    for model in ("mlp", "mdgan-cnn"):
+    for model in args.models.split(","):
         for b in (int(v) for v in args.batch_sizes.split(",")):
             row = measure(model, b, args.num_clients, args.iterations)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mdgan_comm.json").write_text(json.dumps({"settings": vars(args), "rows": rows},
-                                                    indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2) + "\n")
     return 0
 
 
