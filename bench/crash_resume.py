@@ -40,7 +40,7 @@ from flwr_gan.runtime.rundir import untimed
 RESULTS = Path(__file__).resolve().parent / "results"
 FLWR_GAN = str(Path(sys.executable).parent / "flwr-gan")
 COMMON = ["--model", "small", "--batch-size", "16", "--n-eval", "500", "--eval-seeds", "1",
-          "--seed", "3", "--no-progress"]
+          "--seed", "3", "--no-progress", "--checkpoint-every", "1"]  # MD-GAN's default is 100
 FAMILIES: dict[str, tuple[str, list[str]]] = {
     "fegan": ("round", ["--algorithm", "fegan", "--num-clients", "6", "--fraction", "0.34",
                         "--local-steps", "5", "--max-class", "3", "--max-samples", "200",

@@ -136,7 +136,8 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
         "mdgan", "MD-GAN: one generator on the server, one discriminator per device, error "
         "feedback, discriminator swaps relayed by the server",
         _FEDERATED | {"mdgan": MDGANSettings, "compression": CompressSettings},
-        {"eval_every": 100, "timeout": 120.0, "out": "runs/mdgan"}, "iteration", "iterations",
+        {"eval_every": 100, "checkpoint_every": 100, "timeout": 120.0,
+         "out": "runs/mdgan"}, "iteration", "iterations",
         "flwr_gan.mdgan.experiment:run_mdgan_experiment",
         "flwr_gan.mdgan.worker_state:register_worker"),
     Algorithm(
