@@ -21,12 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fegan_common import RESULTS
+
 from flwr_gan.algorithms import make_settings
 from flwr_gan.core.models import build_models, count_parameters
 from flwr_gan.runtime.simulation import run
 
 SHAPE = (1, 28, 28)
-RESULTS = Path(__file__).resolve().parent / "results"
 NPY_HEADER = 128  # bytes Flower's Array adds to every tensor (the .npy header)
 
 
