@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fegan_common import RESULTS
 
 from flwr_gan.runtime.checkpoint import load_checkpoint
 from flwr_gan.runtime.rundir import untimed
 
-RESULTS = Path(__file__).resolve().parent / "results"
 FLWR_GAN = str(Path(sys.executable).parent / "flwr-gan")
 COMMON = ["--model", "small", "--batch-size", "16", "--n-eval", "500", "--eval-seeds", "1",
           "--seed", "3", "--no-progress", "--checkpoint-every", "1"]  # MD-GAN's default is 100

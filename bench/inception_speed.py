@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fegan_common import RESULTS
 
 from flwr_gan.data import load_dataset
 from flwr_gan.metrics import frechet_distance
 from flwr_gan.metrics.inception import InceptionFeatures
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 

@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from fegan_common import RESULTS
+
 BASE = ["simulate", "--algorithm", "fegan", "--partition", "iid", "--num-clients", "10",
         "--model", "small", "--local-steps", "20", "--batch-size", "32", "--eval-every", "5",
         "--n-eval", "1000", "--timeout", "120"]
