@@ -24,7 +24,7 @@ from typing import Any
 
 from flwr_gan.config import ConfigValue, knob, read_group
 from flwr_gan.data import ImageDataset, Partition, load_dataset, make_partition
-from flwr_gan.data.partition import FEGAN_DRAWS
+from flwr_gan.data.fegan_engine import FEGAN_DRAWS
 
 PARTITIONS = ("iid", "fegan", "dirichlet")
 
