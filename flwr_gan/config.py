@@ -238,6 +238,10 @@ class Settings:
                 raise ConfigError("--resume does not support --bn-buffers local: the devices' "
                                   "running statistics are not in the checkpoint; start a new "
                                   "run")
+        if (self.has("optimizer_state") and self.get("optimizer_state") == "local"
+                and self.has("resume") and self.get("resume")):
+            raise ConfigError("--resume does not support --optimizer-state local: the devices' "
+                              "Adam state is not in the checkpoint; start a new run")
         if self.has("aggregator"):
             self._check_round_size()
         if self.has("resume") and self.get("resume") and self.get("overwrite"):

@@ -16,7 +16,8 @@ Message types
     other one is the device's own, kept in ``context.state``
     (:mod:`flwr_gan.fl.partial`). With ``bn-buffers`` = ``local`` the device
     trains with its own BatchNorm running statistics and replies with the
-    received ones (:mod:`flwr_gan.fl.bn`).
+    received ones (:mod:`flwr_gan.fl.bn`). With ``optimizer-state`` = ``local`` the
+    device keeps its Adam state between its rounds (:mod:`flwr_gan.fl.optstate`).
 ``query.fl_generator`` (:func:`flwr_gan.fl.partial.handle_generator_query`)
     Replies with the device's own generator (``sync = discriminator``), which
     the server scores at evaluation rounds.
@@ -63,6 +64,7 @@ from flwr_gan.fl.bn import (
     restore_local_buffers,
     store_local_buffers,
 )
+from flwr_gan.fl.optstate import OPT_KEY, restore_optimizers, store_optimizers
 from flwr_gan.fl.partial import (
     GENERATOR_QUERY,
     handle_generator_query,
@@ -235,6 +237,10 @@ def handle_train(msg: Message, context: Context,
                               _get_float(cfg, "beta1", 0.5), _get_float(cfg, "beta2", 0.999)),
         d_steps=_get_int(cfg, "d-steps", 1), seed=seed,
     )
+    keep_opt = str(cfg.get(OPT_KEY, "fresh")) == "local"
+    optimizers = {GENERATOR: trainer.opt_g, DISCRIMINATOR: trainer.opt_d}
+    if keep_opt:
+        restore_optimizers(context, optimizers)
     batches = infinite_batches(data.to_tensor(), batch_size, seed=seed)
     stats = trainer.train(batches, steps)
     metrics = MetricRecord({
@@ -245,6 +251,8 @@ def handle_train(msg: Message, context: Context,
     })
     if local:
         store_local(context, local)
+    if keep_opt:
+        store_optimizers(context, optimizers)
     out = models_to_arrays(synced)
     if local_bn:
         store_local_buffers(context, synced)

@@ -35,6 +35,7 @@ from flwr_gan.config import ConfigError, Settings
 from flwr_gan.core.models import build_models
 from flwr_gan.fl.bn import BN_KEY
 from flwr_gan.fl.failures import injection_config
+from flwr_gan.fl.optstate import OPT_KEY
 from flwr_gan.fl.partial import SYNC_KEY, fetch_generators, synced_networks, trained_nodes
 from flwr_gan.privacy.strategy import (
     DPGuard,
@@ -81,6 +82,8 @@ def train_config(settings: Settings) -> ConfigRecord:
     sync = {SYNC_KEY: s.partial.sync} if s.partial.sync != "both" else {}
     if s.fl.bn_buffers != "averaged":
         sync[BN_KEY] = s.fl.bn_buffers
+    if s.fl.optimizer_state != "fresh":
+        sync[OPT_KEY] = s.fl.optimizer_state
     fail = s.failures
     sync |= injection_config(fail.fail_prob, fail.fail_mode, fail.attack, s.federation.timeout)
     return ConfigRecord(sync | {

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flwr_gan.config import knob
 from flwr_gan.fl.bn import BN_MODES
 from flwr_gan.fl.failures import FAIL_MODES, parse_attacks
+from flwr_gan.fl.optstate import OPT_MODES
 from flwr_gan.strategy.fegan import SAMPLINGS
 from flwr_gan.strategy.robust import METHODS, RobustAggregation
 from flwr_gan.strategy.weighting import SCHEMES
@@ -25,6 +26,9 @@ class FLSettings:
                            "weights, or local (each device keeps its own, as the FeGAN "
                            "reference; needs --eval-mode recalibrate or train)",
                            choices=BN_MODES)
+    optimizer_state: str = knob("fresh", "Adam state on a device between its rounds: fresh "
+                                "(FedAvg: a new Adam each round) or local (each device keeps "
+                                "its own moments and step counts)", choices=OPT_MODES)
 
 
 @dataclass(frozen=True)
