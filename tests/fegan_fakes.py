@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
@@ -93,3 +93,15 @@ def run_fl_in_process(settings, client: ClientApp  # type: ignore[no-untyped-def
     records = run_federated(grid, exp)
     exp.close()
     return records, grid
+
+
+def train_device(c: Context, arrays: ArrayRecord, rnd: int, data,  # type: ignore[no-untyped-def]
+                 **cfg) -> ArrayRecord:
+    """Send one FL ``train`` message of 3 steps of batch 8 (``small``) to device ``c``."""
+    from flwr_gan.fl.client import ClientSettings, handle_train
+
+    config = {"model": "small", "local-steps": 3, "batch-size": 8, "server-round": rnd,
+              "num-threads": 1} | cfg
+    msg = Message(RecordDict({"arrays": arrays, "config": ConfigRecord(config)}),
+                  message_type="train", dst_node_id=c.node_id)
+    return handle_train(msg, c, ClientSettings(data=data)).content.array_records["arrays"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context
 
 from flwr_gan.algorithms import make_settings
 from flwr_gan.cli import main
@@ -17,9 +17,14 @@ from flwr_gan.fl.bn import (
     restore_local_buffers,
     store_local_buffers,
 )
-from flwr_gan.fl.client import ClientSettings, handle_train, make_client_app
+from flwr_gan.fl.client import make_client_app
 from flwr_gan.runtime.records import models_to_arrays
-from tests.fegan_fakes import InProcessGrid, run_fl_in_process, set_task_identity
+from tests.fegan_fakes import (
+    InProcessGrid,
+    run_fl_in_process,
+    set_task_identity,
+    train_device,
+)
 from tests.test_client_app import ctx
 
 DATA = DataConfig(partition="fegan", max_class=3, max_samples=100)
@@ -31,11 +36,7 @@ def _identity(monkeypatch):
 
 
 def train(c: Context, arrays: ArrayRecord, rnd: int, **cfg) -> ArrayRecord:
-    config = {"model": "small", "local-steps": 3, "batch-size": 8, "server-round": rnd,
-              "num-threads": 1} | cfg
-    msg = Message(RecordDict({"arrays": arrays, "config": ConfigRecord(config)}),
-                  message_type="train", dst_node_id=c.node_id)
-    return handle_train(msg, c, ClientSettings(data=DATA)).content.array_records["arrays"]
+    return train_device(c, arrays, rnd, DATA, **cfg)
 
 
 def test_store_restore_and_echo_are_exact():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context
 
 from flwr_gan.algorithms import make_settings
 from flwr_gan.cli import main
@@ -11,10 +11,15 @@ from flwr_gan.config import ConfigError
 from flwr_gan.core.models import build_models
 from flwr_gan.core.training import GANTrainer
 from flwr_gan.data.node import DataConfig
-from flwr_gan.fl.client import ClientSettings, handle_train, make_client_app
+from flwr_gan.fl.client import make_client_app
 from flwr_gan.fl.optstate import LOCAL_OPT_KEYS, restore_optimizers, store_optimizers
 from flwr_gan.runtime.records import models_to_arrays
-from tests.fegan_fakes import InProcessGrid, run_fl_in_process, set_task_identity
+from tests.fegan_fakes import (
+    InProcessGrid,
+    run_fl_in_process,
+    set_task_identity,
+    train_device,
+)
 from tests.test_client_app import ctx
 
 DATA = DataConfig(partition="fegan", max_class=3, max_samples=100)
@@ -26,11 +31,7 @@ def _identity(monkeypatch):
 
 
 def train(c: Context, arrays: ArrayRecord, rnd: int, **cfg) -> ArrayRecord:
-    config = {"model": "small", "local-steps": 3, "batch-size": 8, "server-round": rnd,
-              "num-threads": 1} | cfg
-    msg = Message(RecordDict({"arrays": arrays, "config": ConfigRecord(config)}),
-                  message_type="train", dst_node_id=c.node_id)
-    return handle_train(msg, c, ClientSettings(data=DATA)).content.array_records["arrays"]
+    return train_device(c, arrays, rnd, DATA, **cfg)
 
 
 def trainer(preset: str = "small") -> GANTrainer:
