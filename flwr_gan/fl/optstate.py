@@ -57,9 +57,9 @@ def restore_optimizers(context: Context,
     """
     records = {}
     for name, optimizer in optimizers.items():
-        record = context.state.array_records.get(LOCAL_OPT_KEYS[name])
         if optimizer is None:
             continue
+        record = context.state.array_records.get(LOCAL_OPT_KEYS[name])
         if record is None:
             return False
         shapes = {int(key.split(".", 1)[0]): tuple(arr.shape) for key, arr in record.items()
