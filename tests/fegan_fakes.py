@@ -95,10 +95,16 @@ def run_fl_in_process(settings, client: ClientApp  # type: ignore[no-untyped-def
     return records, grid
 
 
-def train_device(c: Context, arrays: ArrayRecord, rnd: int, data,  # type: ignore[no-untyped-def]
-                 **cfg) -> ArrayRecord:
-    """Send one FL ``train`` message of 3 steps of batch 8 (``small``) to device ``c``."""
+def train_device(c: Context, arrays: ArrayRecord, rnd: int,  # type: ignore[no-untyped-def]
+                 data=None, **cfg) -> ArrayRecord:
+    """Send one FL ``train`` message of 3 steps of batch 8 (``small``) to device ``c``.
+
+    ``data`` defaults to a small FeGAN split (3 classes x 100 samples at most).
+    """
+    from flwr_gan.data.node import DataConfig
     from flwr_gan.fl.client import ClientSettings, handle_train
+
+    data = data or DataConfig(partition="fegan", max_class=3, max_samples=100)
 
     config = {"model": "small", "local-steps": 3, "batch-size": 8, "server-round": rnd,
               "num-threads": 1} | cfg

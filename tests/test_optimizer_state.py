@@ -3,14 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, Context
 
 from flwr_gan.algorithms import make_settings
 from flwr_gan.cli import main
 from flwr_gan.config import ConfigError
 from flwr_gan.core.models import build_models
 from flwr_gan.core.training import GANTrainer
-from flwr_gan.data.node import DataConfig
 from flwr_gan.fl.client import make_client_app
 from flwr_gan.fl.optstate import LOCAL_OPT_KEYS, restore_optimizers, store_optimizers
 from flwr_gan.runtime.records import models_to_arrays
@@ -18,11 +16,11 @@ from tests.fegan_fakes import (
     InProcessGrid,
     run_fl_in_process,
     set_task_identity,
-    train_device,
+)
+from tests.fegan_fakes import (
+    train_device as train,
 )
 from tests.test_client_app import ctx
-
-DATA = DataConfig(partition="fegan", max_class=3, max_samples=100)
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +28,6 @@ def _identity(monkeypatch):
     set_task_identity(monkeypatch)
 
 
-def train(c: Context, arrays: ArrayRecord, rnd: int, **cfg) -> ArrayRecord:
-    return train_device(c, arrays, rnd, DATA, **cfg)
 
 
 def trainer(preset: str = "small") -> GANTrainer:
