@@ -22,7 +22,11 @@ from collections.abc import Mapping
 import torch
 from flwr.app import Context
 
-from flwr_gan.runtime.nodestate import load_optimizer_arrays, optimizer_to_arrays
+from flwr_gan.runtime.nodestate import (
+    load_optimizer_arrays,
+    optimizer_arrays_fit,
+    optimizer_to_arrays,
+)
 
 #: ``--optimizer-state`` values.
 OPT_MODES = ("fresh", "local")
@@ -30,12 +34,6 @@ OPT_MODES = ("fresh", "local")
 OPT_KEY = "optimizer-state"
 #: ``context.state`` ArrayRecords of the device's own Adam state, per network.
 LOCAL_OPT_KEYS = {"generator": "fl.opt.generator", "discriminator": "fl.opt.discriminator"}
-
-
-def _fits(optimizer: torch.optim.Optimizer, shapes: dict[int, tuple[int, ...]]) -> bool:
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    return all(0 <= idx < len(params) and tuple(params[idx].shape) == shape
-               for idx, shape in shapes.items())
 
 
 def restore_optimizers(context: Context,
@@ -62,9 +60,7 @@ def restore_optimizers(context: Context,
         record = context.state.array_records.get(LOCAL_OPT_KEYS[name])
         if record is None:
             return False
-        shapes = {int(key.split(".", 1)[0]): tuple(arr.shape) for key, arr in record.items()
-                  if key.endswith(".exp_avg")}
-        if not _fits(optimizer, shapes):
+        if not optimizer_arrays_fit(optimizer, record):
             return False
         records[name] = record
     for name, record in records.items():

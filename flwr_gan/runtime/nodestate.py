@@ -80,6 +80,22 @@ def load_optimizer_arrays(optimizer: torch.optim.Optimizer, arrays: ArrayRecord)
     optimizer.load_state_dict(sd)
 
 
+def optimizer_arrays_fit(optimizer: torch.optim.Optimizer, arrays: ArrayRecord) -> bool:
+    """Whether state saved by :func:`optimizer_to_arrays` fits ``optimizer``'s parameters.
+
+    Every saved entry must name one of its parameters, and every saved tensor other than
+    a step count must have that parameter's shape (state of another model does not).
+    """
+    params = _params(optimizer)
+    for idx, entries in _parse_optimizer_arrays(arrays).items():
+        if not 0 <= idx < len(params):
+            return False
+        shape = tuple(params[idx].shape)
+        if any(tuple(arr.shape) != shape for name, arr in entries.items() if name != "step"):
+            return False
+    return True
+
+
 def _copy_optimizer_arrays(optimizer: torch.optim.Optimizer, arrays: ArrayRecord) -> None:
     """Overwrite ``optimizer``'s per-parameter state with ``arrays`` (reusing its tensors)."""
     params = _params(optimizer)
@@ -278,4 +294,4 @@ def clear_cache() -> None:
 
 __all__ = ["TOKEN_KEY", "NodeObjects", "NodeStore", "OutOfBandArray", "array_of", "array_record",
            "clear_cache", "load_module_arrays", "load_optimizer_arrays", "module_arrays",
-           "optimizer_to_arrays", "tensor_of", "view_of"]
+           "optimizer_arrays_fit", "optimizer_to_arrays", "tensor_of", "view_of"]
